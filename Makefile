@@ -1,0 +1,50 @@
+# `make repro` and `make test` set up .venv from the pinned lock file on first use.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+export DVC_NO_ANALYTICS := true
+export MPLBACKEND := Agg
+
+.PHONY: setup repro test test-fast lint ui bench lock clean-venv
+
+setup: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	test -x $(PY) || python3.11 -m venv $(VENV) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade "pip>=24"
+	$(PY) -m pip install --quiet -r requirements.lock
+	$(PY) -m pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+repro: $(STAMP)
+	dvc repro
+
+test: $(STAMP)
+	ruff check .
+	python -m pytest
+
+test-fast: $(STAMP)
+	python -m pytest -m "not e2e"
+
+lint: $(STAMP)
+	ruff check .
+	ruff format --check .
+
+ui: $(STAMP)
+	mlflow ui --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db}" \
+		--default-artifact-root "$(CURDIR)/mlruns" --host 127.0.0.1 --port 5000
+
+bench: $(STAMP)
+	python benchmarks/lightning_overhead.py
+
+# Re-pin every dependency from pyproject.toml's ranges (needs the package index).
+lock:
+	rm -rf /tmp/xai-lock-venv && python3 -m venv /tmp/xai-lock-venv
+	/tmp/xai-lock-venv/bin/pip install --quiet --upgrade pip
+	/tmp/xai-lock-venv/bin/pip install --quiet -e ".[dev]"
+	/tmp/xai-lock-venv/bin/pip freeze --exclude-editable | grep -v "^-e" > requirements.lock
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,5 @@
+"""Figures: one module per kind of figure. All use the Agg backend (no display needed)."""
+
+import matplotlib
+
+matplotlib.use("Agg")

@@ -1,0 +1,171 @@
+"""One typed schema for params.yaml.
+
+Every stage validates the whole file before it touches anything, so a typo or an
+out-of-range value stops the run at once with a message that names the key, the bad
+value and what is allowed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from pipeline.errors import ParamsError
+
+DATASETS = ("mnist_embedded", "mnist", "fashion_mnist", "cifar10", "imagefolder")
+ARCHS = ("small_cnn", "cladec_cnn", "cifar_cnn")
+ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "tpu", "auto")
+STRATEGIES = (
+    "auto",
+    "single_device",
+    "ddp",
+    "ddp_spawn",
+    "ddp_fork",
+    "ddp_notebook",
+    "ddp_find_unused_parameters_true",
+    "fsdp",
+    "deepspeed",
+)
+PRECISIONS = (
+    "64-true",
+    "32-true",
+    "16-true",
+    "bf16-true",
+    "16-mixed",
+    "bf16-mixed",
+    "transformer-engine",
+)
+
+PositiveInt = Annotated[int, Field(gt=0)]
+PositiveFloat = Annotated[float, Field(gt=0)]
+Fraction = Annotated[float, Field(ge=0, le=1)]
+
+
+class _Strict(BaseModel):
+    """Unknown keys are errors: a misspelt key must not be silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SplitParams(_Strict):
+    train: Annotated[float, Field(gt=0, lt=1)] = 0.8
+    val: Annotated[float, Field(gt=0, lt=1)] = 0.1
+    test: Annotated[float, Field(gt=0, lt=1)] = 0.1
+
+    @model_validator(mode="after")
+    def _sums_to_one(self) -> SplitParams:
+        total = self.train + self.val + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(
+                f"train + val + test must sum to 1, got {self.train} + {self.val} + "
+                f"{self.test} = {total:g}"
+            )
+        return self
+
+
+class DataParams(_Strict):
+    dataset: Literal[DATASETS] = "mnist_embedded"  # type: ignore[valid-type]
+    root: str = "data/raw"
+    download: bool = True
+    image_folder: str | None = None
+    image_size: Annotated[int, Field(ge=8, le=512)] = 32
+    channels: Literal[1, 3] = 3
+    max_samples: Annotated[int, Field(ge=10)] | None = None
+    split: SplitParams = SplitParams()
+
+    @model_validator(mode="after")
+    def _folder_for_imagefolder(self) -> DataParams:
+        if self.dataset == "imagefolder" and not self.image_folder:
+            raise ValueError(
+                "dataset 'imagefolder' needs data.image_folder: a directory with one "
+                "sub-folder of images per class"
+            )
+        return self
+
+
+class ClassifierParams(_Strict):
+    arch: Literal[ARCHS] = "small_cnn"  # type: ignore[valid-type]
+    epochs: PositiveInt = 12
+    batch_size: PositiveInt = 64
+    lr: PositiveFloat = 1e-3
+    weight_decay: Annotated[float, Field(ge=0)] = 0.0
+    tracked_instances: PositiveInt = 1000
+
+
+class TrainerParams(_Strict):
+    accelerator: Literal[ACCELERATORS] = "cpu"  # type: ignore[valid-type]
+    devices: int | list[int] | str = 1
+    strategy: Literal[STRATEGIES] = "auto"  # type: ignore[valid-type]
+    precision: Literal[PRECISIONS] = "32-true"  # type: ignore[valid-type]
+    num_workers: Annotated[int, Field(ge=0)] = 0
+    deterministic: bool = True
+
+    @field_validator("devices", mode="before")
+    @classmethod
+    def _devices(cls, value: Any) -> Any:
+        ok = (
+            value == "auto"
+            or (type(value) is int and value > 0)
+            or (isinstance(value, list) and value and all(type(v) is int and v >= 0 for v in value))
+        )
+        if not ok:
+            raise ValueError(
+                "must be a device count > 0, a non-empty list of device ids "
+                "such as [0, 1], or 'auto'"
+            )
+        return value
+
+
+class TrackingParams(_Strict):
+    experiment: Annotated[str, Field(min_length=1)] = "xai-pipeline"
+    log_checkpoints: bool = False
+
+
+class Params(_Strict):
+    seed: Annotated[int, Field(ge=0, lt=2**32)] = 42
+    data: DataParams = DataParams()
+    classifier: ClassifierParams = ClassifierParams()
+    trainer: TrainerParams = TrainerParams()
+    tracking: TrackingParams = TrackingParams()
+
+
+def _describe(error: dict[str, Any], file: str) -> str:
+    """One line: file, dotted key, the offending value and what is allowed."""
+    key = ".".join(str(part) for part in error["loc"])
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        return f"{file}: unknown key '{key}' (check the spelling; see README for the keys)"
+    if error["type"] == "missing":
+        return f"{file}: '{key}' is required"
+    value = error.get("input")
+    shown = repr(value) if not isinstance(value, dict) else "{...}"
+    return f"{file}: {key or '<top level>'} = {shown}: {message}"
+
+
+def parse_params(raw: Any, file: str = "params.yaml") -> Params:
+    """Validate a mapping (as loaded from YAML); raise ParamsError with one line per problem."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ParamsError(
+            f"{file}: expected a mapping of parameter groups, got {type(raw).__name__}"
+        )
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        raise ParamsError("\n".join(_describe(e, file) for e in exc.errors())) from None
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate params.yaml."""
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError(f"{path}: not found; run the stage from the repository root")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{path}: not valid YAML: {exc}".replace("\n", " ")) from None
+    return parse_params(raw, file=str(path))

@@ -1,0 +1,273 @@
+"""Lightning training shared by every model stage: in-memory loaders, per-epoch
+checkpoints, resume after a kill, and reproducible epochs.
+
+Reproducibility across a resume: each epoch's shuffling and dropout depend only on
+(seed, epoch), never on how many epochs ran in this process, so a run killed after
+epoch k and resumed ends with the same weights as one that was never interrupted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import Callback, Checkpoint
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from pipeline.params import TrainerParams
+
+log = logging.getLogger(__name__)
+
+LAST = "last.ckpt"
+FINGERPRINT = "fingerprint.json"
+
+
+# ----------------------------------------------------------------------------- data
+
+
+class InMemoryImages(Dataset):
+    """uint8 images held as one tensor; indexed by a whole batch of indices at once,
+    which avoids per-sample Python overhead and collation."""
+
+    def __init__(self, images: np.ndarray | Tensor, labels: np.ndarray | Tensor) -> None:
+        self.images = torch.as_tensor(images)
+        self.labels = torch.as_tensor(labels, dtype=torch.long)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: Tensor) -> tuple[Tensor, Tensor]:
+        return self.images[index].float().div_(255.0), self.labels[index]
+
+
+class BatchIndexSampler(Sampler[Tensor]):
+    """Yields index batches; the order depends only on (seed, epoch), and each rank of a
+    distributed run takes its own shard."""
+
+    def __init__(
+        self, n: int, batch_size: int, shuffle: bool, seed: int, rank: int = 0, world_size: int = 1
+    ) -> None:
+        self.n, self.batch_size, self.shuffle, self.seed = n, batch_size, shuffle, seed
+        self.rank, self.world_size = rank, world_size
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _indices(self) -> Tensor:
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+            order = torch.randperm(self.n, generator=generator)
+        else:
+            order = torch.arange(self.n)
+        return order[self.rank :: self.world_size]
+
+    def __iter__(self) -> Iterator[Tensor]:
+        yield from self._indices().split(self.batch_size)
+
+    def __len__(self) -> int:
+        per_rank = len(range(self.rank, self.n, self.world_size))
+        return -(-per_rank // self.batch_size)
+
+
+def make_loader(
+    data: InMemoryImages,
+    batch_size: int,
+    *,
+    shuffle: bool,
+    seed: int,
+    num_workers: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
+) -> DataLoader:
+    sampler = BatchIndexSampler(len(data), batch_size, shuffle, seed, rank, world_size)
+    return DataLoader(
+        data,
+        batch_size=None,
+        sampler=sampler,
+        num_workers=num_workers,
+        persistent_workers=num_workers > 0,
+    )
+
+
+class ImageDataModule(pl.LightningDataModule):
+    """Train/val loaders over in-memory uint8 arrays."""
+
+    def __init__(
+        self,
+        x_train: np.ndarray,
+        y_train: np.ndarray,
+        x_val: np.ndarray,
+        y_val: np.ndarray,
+        batch_size: int,
+        seed: int,
+        num_workers: int = 0,
+    ) -> None:
+        super().__init__()
+        self.train_set = InMemoryImages(x_train, y_train)
+        self.val_set = InMemoryImages(x_val, y_val)
+        self.batch_size, self.seed, self.num_workers = batch_size, seed, num_workers
+
+    def _shard(self) -> tuple[int, int]:
+        trainer = self.trainer
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+    def train_dataloader(self) -> DataLoader:
+        rank, world = self._shard()
+        return make_loader(
+            self.train_set,
+            self.batch_size,
+            shuffle=True,
+            seed=self.seed,
+            num_workers=self.num_workers,
+            rank=rank,
+            world_size=world,
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        rank, world = self._shard()
+        return make_loader(
+            self.val_set,
+            max(self.batch_size, 256),
+            shuffle=False,
+            seed=self.seed,
+            num_workers=self.num_workers,
+            rank=rank,
+            world_size=world,
+        )
+
+
+# ------------------------------------------------------------------------ callbacks
+
+
+class EpochSeed(Callback):
+    """Reseed every RNG at the start of each epoch from (seed, epoch)."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        pl.seed_everything(self.seed + 7919 * trainer.current_epoch, workers=True, verbose=False)
+
+
+class HistoryRecorder(Callback):
+    """Keeps one row of epoch-level metrics per epoch; saved in checkpoints so a resumed
+    run still reports the whole curve."""
+
+    def __init__(self, keys: Sequence[str]) -> None:
+        self.keys = list(keys)
+        self.rows: list[dict[str, float]] = []
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        metrics = trainer.callback_metrics
+        row = {"epoch": trainer.current_epoch + 1}
+        row.update({k: float(metrics[k]) for k in self.keys if k in metrics})
+        self.rows.append(row)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rows": self.rows}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.rows = list(state_dict["rows"])
+
+
+class EpochCheckpoint(Checkpoint):
+    """`epoch-NNN.ckpt` after every epoch (1-based, kept) and an atomically replaced
+    `last.ckpt`. A `Checkpoint` subclass, so Lightning runs it after the other
+    callbacks and their state for this epoch is in the file."""
+
+    def __init__(self, dirpath: str | Path) -> None:
+        self.dirpath = Path(dirpath)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        epoch_file = self.dirpath / f"epoch-{trainer.current_epoch + 1:03d}.ckpt"
+        tmp = self.dirpath / f".{epoch_file.name}.tmp"
+        trainer.save_checkpoint(tmp, weights_only=False)
+        if trainer.is_global_zero:
+            os.replace(tmp, epoch_file)
+            last_tmp = self.dirpath / f".{LAST}.tmp"
+            last_tmp.write_bytes(epoch_file.read_bytes())
+            os.replace(last_tmp, self.dirpath / LAST)
+        trainer.strategy.barrier()
+
+
+# --------------------------------------------------------------------- checkpoints
+
+
+def fingerprint(
+    config: dict[str, Any], arrays: Sequence[np.ndarray] = (), code: Sequence[str | Path] = ()
+) -> str:
+    """Hash of everything that determines a training run (params, data, model code):
+    resuming is only safe when all of it matches the run that wrote the checkpoints."""
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
+    for array in arrays:
+        digest.update(np.ascontiguousarray(array).tobytes())
+    for file in code:
+        digest.update(Path(file).read_bytes())
+    return digest.hexdigest()
+
+
+def prepare_checkpoint_dir(dirpath: str | Path, run_fingerprint: str) -> Path | None:
+    """Make the directory ready and return the checkpoint to resume from, if any.
+
+    Checkpoints written by a run with other params or data are removed, not resumed."""
+    dirpath = Path(dirpath)
+    dirpath.mkdir(parents=True, exist_ok=True)
+    stamp = dirpath / FINGERPRINT
+    previous = json.loads(stamp.read_text()).get("fingerprint") if stamp.is_file() else None
+    if previous != run_fingerprint:
+        stale = list(dirpath.glob("*.ckpt")) + list(dirpath.glob(".*.tmp"))
+        if stale:
+            log.info(
+                "params or data changed: removing %d old checkpoints in %s", len(stale), dirpath
+            )
+        for file in stale:
+            file.unlink()
+        stamp.write_text(json.dumps({"fingerprint": run_fingerprint}) + "\n")
+        return None
+    candidates = [dirpath / LAST, *sorted(dirpath.glob("epoch-*.ckpt"), reverse=True)]
+    for candidate in candidates:
+        if not candidate.is_file():
+            continue
+        try:  # a kill during a write can leave a truncated file: skip it
+            torch.load(candidate, map_location="cpu", weights_only=False, mmap=True)
+        except Exception as exc:
+            log.warning("skipping unreadable checkpoint %s (%s)", candidate, exc)
+            continue
+        return candidate
+    return None
+
+
+def make_trainer(
+    params: TrainerParams,
+    max_epochs: int,
+    callbacks: Sequence[Callback],
+    logger: Any = False,
+    progress_bar: bool = True,
+) -> pl.Trainer:
+    """A Trainer whose hardware settings all come from params.yaml's `trainer` group."""
+    return pl.Trainer(
+        max_epochs=max_epochs,
+        accelerator=params.accelerator,
+        devices=params.devices,
+        strategy=params.strategy,
+        precision=params.precision,
+        deterministic=params.deterministic,
+        callbacks=list(callbacks),
+        logger=logger,
+        enable_checkpointing=True,
+        enable_progress_bar=progress_bar,
+        enable_model_summary=False,
+        use_distributed_sampler=False,  # our samplers shard by rank themselves
+        num_sanity_val_steps=0,
+        log_every_n_steps=1,
+    )

@@ -1,0 +1,70 @@
+"""Architectures: shapes, named layers, normalization inside, export round trip."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pipeline.errors import ParamsError, PipelineError
+from pipeline.models import build_classifier, layer_names, resolve_layer
+from pipeline.models.classifier import ClassifierModule, load_classifier, save_classifier
+
+SHAPES = [(1, 28, 28), (3, 32, 32), (3, 20, 24)]
+ARCHS = ["small_cnn", "cladec_cnn", "cifar_cnn"]
+
+
+def _capture(model, name, x):
+    seen = {}
+    handle = resolve_layer(model, name).register_forward_hook(
+        lambda m, i, o: seen.setdefault("out", o)
+    )
+    model(x)
+    handle.remove()
+    return seen["out"]
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_logits_and_named_layer_shapes(arch, shape):
+    model = build_classifier(arch, shape, num_classes=7).eval()
+    x = torch.rand(5, *shape)
+    assert model(x).shape == (5, 7)
+    conv = _capture(model, "conv", x)
+    dense = _capture(model, "dense", x)
+    assert conv.ndim == 4 and conv.shape[0] == 5 and conv.shape[2] >= 2
+    hidden = model.logits.in_features
+    assert dense.shape == (5, hidden)
+    # both named layers come after a ReLU: non-negative, as ICE's NMF needs
+    assert conv.min() >= 0 and dense.min() >= 0
+    # the conv layer's output is what the dense head consumes
+    assert conv[0].numel() == model.dense[1].in_features
+    assert {"conv", "dense"} <= set(layer_names(model))
+
+
+def test_module_paths_work_and_unknown_layers_are_named():
+    model = build_classifier("small_cnn", (1, 28, 28), 10)
+    assert isinstance(resolve_layer(model, "features.block1.0"), torch.nn.Conv2d)
+    with pytest.raises(ParamsError, match=r"unknown layer 'fc9'.*conv, dense"):
+        resolve_layer(model, "fc9")
+
+
+def test_normalization_lives_in_the_model():
+    model = build_classifier("small_cnn", (1, 8, 8), 2, mean=[0.5], std=[0.25]).eval()
+    x = torch.full((1, 1, 8, 8), 0.75)
+    assert torch.allclose(model.normalize(x), torch.ones_like(x))
+    with pytest.raises(ParamsError, match="too small"):
+        build_classifier("small_cnn", (1, 4, 4), 2)
+
+
+def test_export_round_trip_gives_identical_outputs(tmp_path):
+    module = ClassifierModule("cladec_cnn", (1, 28, 28), 10, lr=1e-3, mean=[0.1], std=[0.3])
+    module.eval()
+    path = tmp_path / "model.pt"
+    save_classifier(module.net, dict(module.hparams), list("0123456789"), path)
+    net, names = load_classifier(path)
+    x = torch.rand(4, 1, 28, 28)
+    assert names == list("0123456789") and not net.training
+    torch.testing.assert_close(net(x), module.net(x))
+    path.write_bytes(b"garbage")
+    with pytest.raises(PipelineError, match="corrupt"):
+        load_classifier(path)

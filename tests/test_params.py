@@ -1,0 +1,107 @@
+"""params.yaml validation: every bad value is named with its key and what is allowed."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.errors import ParamsError
+from pipeline.params import Params, load_params, parse_params
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def repo_params() -> dict:
+    return yaml.safe_load((REPO / "params.yaml").read_text())
+
+
+def with_value(dotted: str, value: object) -> dict:
+    raw = copy.deepcopy(repo_params())
+    node = raw
+    *parents, leaf = dotted.split(".")
+    for key in parents:
+        node = node[key]
+    node[leaf] = value
+    return raw
+
+
+def test_repository_params_are_valid_and_match_schema_defaults():
+    params = load_params(REPO / "params.yaml")
+    assert params.data.dataset == "mnist_embedded"
+    assert params.classifier.arch == "small_cnn"
+    # the documented defaults in params.yaml and in the schema agree
+    assert params.model_dump() == Params().model_dump()
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "expected"),
+    [
+        ("data.dataset", "imagenet", "'mnist_embedded'"),
+        ("classifier.arch", "resnet", "'small_cnn'"),
+        ("classifier.epochs", -1, "greater than 0"),
+        ("classifier.epochs", 0, "greater than 0"),
+        ("classifier.lr", 0, "greater than 0"),
+        ("classifier.lr", -0.1, "greater than 0"),
+        ("classifier.batch_size", 0, "greater than 0"),
+        ("classifier.lr", "fast", "valid number"),
+        ("classifier.weight_decay", -1, "greater than or equal to 0"),
+        ("classifier.tracked_instances", 0, "greater than 0"),
+        ("data.split.train", 0.5, "sum to 1"),
+        ("data.split.test", 1.5, "less than 1"),
+        ("data.channels", 2, "1 or 3"),
+        ("data.image_size", 4, "greater than or equal to 8"),
+        ("trainer.accelerator", "quantum", "'cpu'"),
+        ("trainer.precision", "8-bit", "'32-true'"),
+        ("trainer.devices", 0, "devices"),
+        ("trainer.devices", [], "non-empty list"),
+        ("trainer.devices", [-1], "non-empty list"),
+        ("trainer.devices", "two", "non-empty list"),
+        ("trainer.num_workers", -2, "greater than or equal to 0"),
+        ("trainer.strategy", "magic", "'ddp'"),
+        ("seed", -5, "greater than or equal to 0"),
+        ("tracking.experiment", "", "at least 1"),
+    ],
+)
+def test_bad_value_names_key_value_and_what_is_allowed(key, value, expected):
+    with pytest.raises(ParamsError) as info:
+        parse_params(with_value(key, value))
+    message = str(info.value)
+    first = message.splitlines()[0]
+    shown_key = key.rsplit(".", 1)[0] if key.startswith("data.split") and "sum" in expected else key
+    assert shown_key in first, message
+    assert expected in message, message
+    if "sum" not in expected:
+        assert repr(value) in first, message
+
+
+def test_unknown_key_is_reported_as_a_misspelling():
+    raw = with_value("classifier.epoch", 3)
+    with pytest.raises(ParamsError, match=r"unknown key 'classifier\.epoch'"):
+        parse_params(raw)
+
+
+def test_imagefolder_requires_a_folder():
+    with pytest.raises(ParamsError, match=r"data\.image_folder"):
+        parse_params(with_value("data.dataset", "imagefolder"))
+
+
+def test_valid_overrides_are_accepted():
+    params = parse_params(with_value("trainer.devices", [0, 1]))
+    assert params.trainer.devices == [0, 1]
+    assert parse_params(with_value("trainer.devices", "auto")).trainer.devices == "auto"
+    assert parse_params(with_value("classifier.lr", 0.003)).classifier.lr == 0.003
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(ParamsError, match="not found"):
+        load_params(tmp_path / "params.yaml")
+    bad = tmp_path / "params.yaml"
+    bad.write_text("classifier: [unclosed\n")
+    with pytest.raises(ParamsError, match="not valid YAML"):
+        load_params(bad)
+    bad.write_text("- just\n- a list\n")
+    with pytest.raises(ParamsError, match="mapping"):
+        load_params(bad)

@@ -1,0 +1,121 @@
+"""Training: learns a task with a known answer, checkpoints every epoch, resumes after
+a kill to the same result, and is deterministic."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import Callback
+
+from pipeline.classify import classification_metrics, tracked_indices, train_classifier
+from pipeline.training import BatchIndexSampler, fingerprint, prepare_checkpoint_dir
+
+
+class Killed(Exception):
+    """Stands in for SIGKILL: training stops abruptly at the start of an epoch."""
+
+
+class KillAtEpoch(Callback):
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.current_epoch == self.epoch:
+            raise Killed
+
+
+def _weights(result) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in result.module.state_dict().items()}
+
+
+def test_sampler_order_depends_only_on_seed_and_epoch_and_shards_cover_everything():
+    a = BatchIndexSampler(50, 8, shuffle=True, seed=1)
+    b = BatchIndexSampler(50, 8, shuffle=True, seed=1)
+    a.set_epoch(3)
+    b.set_epoch(3)
+    assert [t.tolist() for t in a] == [t.tolist() for t in b]
+    b.set_epoch(4)
+    assert [t.tolist() for t in a] != [t.tolist() for t in b]
+    shards = [BatchIndexSampler(50, 8, True, 1, rank=r, world_size=3) for r in range(3)]
+    seen = sorted(i for s in shards for batch in s for i in batch.tolist())
+    assert seen == list(range(50))
+    assert [len(s) for s in shards] == [len(list(iter(s))) for s in shards]
+
+
+def test_classification_metrics_known_answer():
+    probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]])
+    labels = np.array([0, 1, 1, 1])
+    m = classification_metrics(probs, labels, ["a", "b"])
+    assert m["accuracy"] == 0.75
+    assert m["confusion_matrix"] == [[1, 0], [1, 2]]
+    assert m["per_class_accuracy"] == {"a": 1.0, "b": pytest.approx(2 / 3)}
+    expected = -np.mean(np.log([0.9, 0.8, 0.4, 0.7]))
+    assert m["loss"] == pytest.approx(expected)
+
+
+def test_tracked_subset_is_fixed_by_seed():
+    assert tracked_indices(10, 50, seed=0).tolist() == list(range(10))
+    a, b = tracked_indices(500, 100, 3), tracked_indices(500, 100, 3)
+    assert np.array_equal(a, b) and len(set(a.tolist())) == 100
+
+
+def test_training_learns_checkpoints_every_epoch_and_records_predictions(
+    tmp_path, tiny_splits, tiny_params
+):
+    result = train_classifier(tiny_splits, tiny_params, tmp_path / "ckpt")
+    names = sorted(p.name for p in (tmp_path / "ckpt").glob("*.ckpt"))
+    assert names == ["epoch-001.ckpt", "epoch-002.ckpt", "epoch-003.ckpt", "last.ckpt"]
+    assert [row["epoch"] for row in result.history] == [1, 2, 3]
+    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
+    assert result.epoch_probabilities.shape == (3, 20, 3)
+    np.testing.assert_allclose(result.epoch_probabilities.sum(-1), 1, atol=1e-2)
+    final = result.epoch_probabilities[-1].argmax(-1)
+    accuracy = (final == tiny_splits.y_test[result.tracked]).mean()
+    assert accuracy >= 0.9, accuracy  # the bright-square task is easy by construction
+
+
+def test_killed_run_resumes_to_the_same_result_as_an_uninterrupted_one(
+    tmp_path, tiny_splits, tiny_params
+):
+    straight = train_classifier(tiny_splits, tiny_params, tmp_path / "a")
+    with pytest.raises(Killed):
+        train_classifier(tiny_splits, tiny_params, tmp_path / "b", extra_callbacks=[KillAtEpoch(2)])
+    assert sorted(p.name for p in (tmp_path / "b").glob("epoch-*.ckpt")) == [
+        "epoch-001.ckpt",
+        "epoch-002.ckpt",
+    ]
+    # a kill in the middle of writing last.ckpt leaves a truncated file: it is skipped
+    (tmp_path / "b" / "last.ckpt").write_bytes(b"truncated")
+    resumed = train_classifier(tiny_splits, tiny_params, tmp_path / "b")
+    assert resumed.resumed_from is not None and resumed.resumed_from.name == "epoch-002.ckpt"
+    for key, value in _weights(straight).items():
+        torch.testing.assert_close(_weights(resumed)[key], value, rtol=0, atol=0)
+    assert resumed.history == straight.history
+    np.testing.assert_array_equal(resumed.epoch_probabilities, straight.epoch_probabilities)
+
+
+def test_same_seed_same_numbers_and_other_params_discard_checkpoints(
+    tmp_path, tiny_splits, tiny_params
+):
+    first = train_classifier(tiny_splits, tiny_params, tmp_path / "a")
+    second = train_classifier(tiny_splits, tiny_params, tmp_path / "b")
+    assert first.history == second.history
+    changed = tiny_params.model_copy(
+        update={"classifier": tiny_params.classifier.model_copy(update={"lr": 0.01})}
+    )
+    third = train_classifier(tiny_splits, changed, tmp_path / "a")
+    assert third.resumed_from is None  # the lr=0.003 checkpoints were not resumed
+    assert third.history != first.history
+
+
+def test_prepare_checkpoint_dir_keeps_only_matching_runs(tmp_path):
+    ckpt = tmp_path / "c"
+    assert prepare_checkpoint_dir(ckpt, "one") is None
+    torch.save({"x": 1}, ckpt / "epoch-001.ckpt")
+    assert prepare_checkpoint_dir(ckpt, "one") == ckpt / "epoch-001.ckpt"
+    assert prepare_checkpoint_dir(ckpt, "two") is None
+    assert not list(ckpt.glob("*.ckpt"))
+    assert fingerprint({"a": 1}) != fingerprint({"a": 2})
+    assert fingerprint({"a": 1}, arrays=[np.zeros(3)]) != fingerprint({"a": 1}, arrays=[np.ones(3)])
