@@ -1,0 +1,223 @@
+"""End to end: copy the repository, shrink the params, run `dvc repro`, then change a
+param as a user would and check what reran, what DVC reports and what MLflow holds."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import mlflow
+import pytest
+import yaml
+
+pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def sh(args: list[str], cwd: Path, timeout: int = 600) -> str:
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "true"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    result = subprocess.run(
+        args,
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 0, (
+        f"{args} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    )
+    return result.stdout + result.stderr
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory) -> Path:
+    """A fresh clone-like copy: tracked files only, small params, one git commit."""
+    root = tmp_path_factory.mktemp("e2e") / "repo"
+    files = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    for name in files:
+        if (REPO / name).is_file() and not name.startswith(("metrics/", "plots/")):
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, root / name)
+    (root / "dvc.lock").unlink(missing_ok=True)
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["data"]["max_samples"] = 400
+    params["classifier"].update(epochs=2, batch_size=32, tracked_instances=25)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    sh(["git", "init", "-q"], root)
+    sh(["git", "-c", "user.name=t", "-c", "user.email=t@t", "add", "-A"], root)
+    sh(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"], root)
+    sh(["dvc", "repro"], root)
+    return root
+
+
+def client(root: Path) -> mlflow.MlflowClient:
+    return mlflow.MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+
+
+def runs(root: Path, name: str) -> list:
+    c = client(root)
+    experiment = c.get_experiment_by_name("xai-pipeline")
+    found = c.search_runs(
+        [experiment.experiment_id],
+        f"attributes.run_name = '{name}'",
+        order_by=["attributes.start_time ASC"],
+    )
+    return list(found)
+
+
+def test_repro_writes_every_output(workspace):
+    for out in (
+        "data/dataset.npz",
+        "models/classifier/model.pt",
+        "models/classifier/epoch_predictions.npz",
+        "models/classifier/checkpoints/epoch-001.ckpt",
+        "models/classifier/checkpoints/epoch-002.ckpt",
+        "models/classifier/checkpoints/last.ckpt",
+        "reports/figures/classifier_curves.png",
+        "reports/figures/classifier_confusion.png",
+        "reports/figures/data_samples.png",
+        "plots/classifier/history.csv",
+    ):
+        assert (workspace / out).stat().st_size > 0, out
+    metrics = json.loads((workspace / "metrics/classifier.json").read_text())
+    assert metrics["epochs"] == 2 and 0.1 < metrics["test"]["accuracy"] <= 1
+    assert set(metrics["test"]["per_class_accuracy"]) == set("0123456789")
+    confusion = json.loads((workspace / "metrics/classifier_confusion.json").read_text())
+    assert sum(map(sum, confusion["matrix"])) == 40  # 10% of the 400 images
+    history = (workspace / "plots/classifier/history.csv").read_text().splitlines()
+    assert history[0] == "epoch,train_loss,train_acc,val_loss,val_acc" and len(history) == 3
+    import numpy as np
+
+    with np.load(workspace / "models/classifier/epoch_predictions.npz") as records:
+        assert records["predictions"].shape == (2, 25)
+        assert records["probabilities"].shape == (2, 25, 10)
+
+
+def test_nothing_changed_means_nothing_runs(workspace):
+    out = sh(["dvc", "status"], workspace)
+    assert "Data and pipelines are up to date" in out
+    out = sh(["dvc", "repro"], workspace)
+    assert "didn't change, skipping" in out and "Running stage" not in out
+    plots = sh(["dvc", "plots", "show", "--json"], workspace)
+    assert "history.csv" in plots
+
+
+def test_mlflow_holds_one_run_per_stage_with_params_curves_and_artifacts(workspace):
+    (data_run,) = runs(workspace, "data")
+    (train_run,) = runs(workspace, "classifier")
+    assert train_run.info.status == "FINISHED"
+    assert train_run.data.params["classifier.lr"] == "0.001"
+    assert train_run.data.params["trainer.accelerator"] == "cpu"
+    assert train_run.data.tags["dataset"] == "mnist_embedded"
+    commit = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=workspace, capture_output=True, text=True
+    ).stdout.strip()
+    assert train_run.data.tags["git_commit"] == commit
+    history = client(workspace).get_metric_history(train_run.info.run_id, "val_acc")
+    assert len(history) == 2  # one point per epoch
+    artifacts = {
+        f.path
+        for d in ("metrics", "figures")
+        for f in client(workspace).list_artifacts(train_run.info.run_id, d)
+    }
+    assert {
+        "metrics/classifier.json",
+        "figures/classifier_confusion.png",
+        "figures/classifier_curves.png",
+    } <= artifacts
+    assert data_run.data.metrics["train"] == 320
+    assert (workspace / "mlruns").is_dir()
+
+
+def test_changing_lr_reruns_only_the_classifier_and_both_runs_compare(workspace):
+    out = sh(["dvc", "exp", "run", "-S", "classifier.lr=0.003"], workspace)
+    assert "Stage 'data' didn't change, skipping" in out
+    assert "Running stage 'classifier'" in out
+    train_runs = runs(workspace, "classifier")
+    assert [r.data.params["classifier.lr"] for r in train_runs] == ["0.001", "0.003"]
+    assert "dvc_experiment" in train_runs[-1].data.tags
+    assert len(runs(workspace, "data")) == 1
+    shown = json.loads(sh(["dvc", "exp", "show", "--json"], workspace))
+    assert len(json.dumps(shown)) > 0 and "0.003" in json.dumps(shown)
+    diff = sh(["dvc", "metrics", "diff", "--json"], workspace)
+    assert "metrics/classifier.json" in diff
+
+
+def test_queued_experiment_logs_into_the_workspace_store(workspace):
+    sh(["dvc", "exp", "run", "--queue", "-S", "classifier.lr=0.005"], workspace)
+    sh(["dvc", "queue", "start"], workspace)
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        status = sh(["dvc", "queue", "status"], workspace)
+        if "Queued" not in status and "Running" not in status:
+            break
+        time.sleep(3)
+    assert "Success" in status, status
+    lrs = [r.data.params["classifier.lr"] for r in runs(workspace, "classifier")]
+    assert "0.005" in lrs
+    assert not list((workspace / ".dvc").rglob("mlflow.db"))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_mlflow_ui_serves_the_classifier_run(workspace):
+    port = _free_port()
+    server = subprocess.Popen(
+        [
+            str(BIN / "mlflow"),
+            "ui",
+            "--backend-store-uri",
+            f"sqlite:///{workspace}/mlflow.db",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        cwd=workspace,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/get-by-name?experiment_name=xai-pipeline"
+        for _ in range(120):
+            try:
+                with urllib.request.urlopen(url, timeout=2) as response:
+                    experiment = json.load(response)["experiment"]
+                break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("mlflow ui did not start")
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/api/2.0/mlflow/runs/search",
+            data=json.dumps({"experiment_ids": [experiment["experiment_id"]]}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            names = {r["info"]["run_name"] for r in json.load(response)["runs"]}
+        assert {"data", "classifier"} <= names
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

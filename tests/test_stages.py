@@ -1,0 +1,64 @@
+"""Stage scripts: bad params or missing inputs stop them at once, with one line that
+names the problem, a non-zero exit, and no output touched."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_stage(stage: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "MLFLOW_TRACKING_URI": f"sqlite:///{cwd}/m.db"}
+    return subprocess.run(
+        [sys.executable, "-m", f"stages.{stage}"],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def write_params(folder: Path, **overrides: dict) -> None:
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    for group, values in overrides.items():
+        params[group].update(values)
+    (folder / "params.yaml").write_text(yaml.safe_dump(params))
+
+
+def test_bad_param_stops_the_stage_before_any_work(tmp_path):
+    write_params(tmp_path, classifier={"lr": -1})
+    before = sorted(p.name for p in tmp_path.iterdir())
+    for stage in ("data", "classifier"):
+        result = run_stage(stage, tmp_path)
+        assert result.returncode == 2
+        errors = [line for line in result.stderr.splitlines() if "error:" in line]
+        assert errors == [
+            f"{stage}: error: params.yaml: classifier.lr = -1: Input should be greater than 0"
+        ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written
+
+
+def test_missing_dataset_tells_which_stage_to_run(tmp_path):
+    write_params(tmp_path)
+    result = run_stage("classifier", tmp_path)
+    assert result.returncode == 2
+    assert "data/dataset.npz not found: run the data stage first" in result.stderr
+    assert not (tmp_path / "models").exists()
+
+
+def test_unreachable_dataset_fails_with_a_hint(tmp_path):
+    write_params(
+        tmp_path,
+        data={"dataset": "fashion_mnist", "download": False, "root": str(tmp_path / "raw")},
+    )
+    result = run_stage("data", tmp_path)
+    assert result.returncode == 2
+    assert "by hand" in result.stderr and "FashionMNIST" in result.stderr
+    assert not (tmp_path / "data").exists()
