@@ -43,7 +43,10 @@ def lightning_epochs(splits, params: Params, epochs: int) -> list[float]:
     pl.seed_everything(params.seed, verbose=False)
     module = ClassifierModule(cfg.arch, splits.image_shape, splits.num_classes, cfg.lr)
     data = ImageDataModule(
-        splits.x_train, splits.y_train, splits.x_val, splits.y_val, cfg.batch_size, params.seed
+        InMemoryImages(splits.x_train, splits.y_train),
+        InMemoryImages(splits.x_val, splits.y_val),
+        cfg.batch_size,
+        params.seed,
     )
     timer = EpochTimer()
     trainer = make_trainer(

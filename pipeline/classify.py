@@ -23,15 +23,7 @@ from pipeline.models import archs
 from pipeline.models import classifier as classifier_module
 from pipeline.models.classifier import ClassifierModule
 from pipeline.params import Params
-from pipeline.training import (
-    EpochCheckpoint,
-    EpochSeed,
-    HistoryRecorder,
-    ImageDataModule,
-    fingerprint,
-    make_trainer,
-    prepare_checkpoint_dir,
-)
+from pipeline.training import ImageDataModule, InMemoryImages, fingerprint, fit
 
 HISTORY_KEYS = ("train_loss", "train_acc", "val_loss", "val_acc")
 
@@ -124,17 +116,14 @@ def train_classifier(
         cfg.arch, splits.image_shape, splits.num_classes, cfg.lr, cfg.weight_decay, mean, std
     )
     datamodule = ImageDataModule(
-        splits.x_train,
-        splits.y_train,
-        splits.x_val,
-        splits.y_val,
+        InMemoryImages(splits.x_train, splits.y_train),
+        InMemoryImages(splits.x_val, splits.y_val),
         cfg.batch_size,
         params.seed,
         params.trainer.num_workers,
     )
     tracked = tracked_indices(len(splits.y_test), cfg.tracked_instances, params.seed)
     recorder = PredictionRecorder(splits.x_test[tracked])
-    history = HistoryRecorder(HISTORY_KEYS)
     run_id = fingerprint(
         {
             "seed": params.seed,
@@ -144,24 +133,22 @@ def train_classifier(
         arrays=(splits.x_train, splits.y_train, splits.x_val),
         code=MODEL_CODE,
     )
-    resume = prepare_checkpoint_dir(checkpoint_dir, run_id)
-    trainer = make_trainer(
-        params.trainer,
-        cfg.epochs,
-        [
-            EpochSeed(params.seed),
-            history,
-            recorder,
-            *extra_callbacks,
-            EpochCheckpoint(checkpoint_dir),
-        ],
+    result = fit(
+        module,
+        datamodule,
+        trainer_params=params.trainer,
+        epochs=cfg.epochs,
+        seed=params.seed,
+        checkpoint_dir=checkpoint_dir,
+        run_fingerprint=run_id,
+        history_keys=HISTORY_KEYS,
         logger=logger,
+        callbacks=[recorder, *extra_callbacks],
     )
-    trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True)
     return ClassifierResult(
         module=module,
-        history=history.rows,
+        history=result.history,
         tracked=tracked,
         epoch_probabilities=np.stack(recorder.probabilities).astype(np.float32),
-        resumed_from=resume,
+        resumed_from=result.resumed_from,
     )

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,18 +36,26 @@ FINGERPRINT = "fingerprint.json"
 
 
 class InMemoryImages(Dataset):
-    """uint8 images held as one tensor; indexed by a whole batch of indices at once,
-    which avoids per-sample Python overhead and collation."""
+    """uint8 images (plus labels and any extra per-image tensors, such as precomputed
+    layer codes) held as whole tensors; indexed by a batch of indices at once, which
+    avoids per-sample Python overhead and collation. Yields (images in [0, 1], labels,
+    *extras)."""
 
-    def __init__(self, images: np.ndarray | Tensor, labels: np.ndarray | Tensor) -> None:
+    def __init__(
+        self, images: np.ndarray | Tensor, labels: np.ndarray | Tensor, *extras: np.ndarray | Tensor
+    ) -> None:
         self.images = torch.as_tensor(images)
         self.labels = torch.as_tensor(labels, dtype=torch.long)
+        self.extras = [torch.as_tensor(e) for e in extras]
+        if any(len(e) != len(self.labels) for e in self.extras):
+            raise ValueError("every extra tensor needs one row per image")
 
     def __len__(self) -> int:
         return len(self.labels)
 
-    def __getitem__(self, index: Tensor) -> tuple[Tensor, Tensor]:
-        return self.images[index].float().div_(255.0), self.labels[index]
+    def __getitem__(self, index: Tensor) -> tuple[Tensor, ...]:
+        images = self.images[index].float().div_(255.0)
+        return (images, self.labels[index], *(e[index] for e in self.extras))
 
 
 class BatchIndexSampler(Sampler[Tensor]):
@@ -104,17 +113,14 @@ class ImageDataModule(pl.LightningDataModule):
 
     def __init__(
         self,
-        x_train: np.ndarray,
-        y_train: np.ndarray,
-        x_val: np.ndarray,
-        y_val: np.ndarray,
+        train_set: InMemoryImages,
+        val_set: InMemoryImages,
         batch_size: int,
         seed: int,
         num_workers: int = 0,
     ) -> None:
         super().__init__()
-        self.train_set = InMemoryImages(x_train, y_train)
-        self.val_set = InMemoryImages(x_val, y_val)
+        self.train_set, self.val_set = train_set, val_set
         self.batch_size, self.seed, self.num_workers = batch_size, seed, num_workers
 
     def _shard(self) -> tuple[int, int]:
@@ -245,6 +251,40 @@ def prepare_checkpoint_dir(dirpath: str | Path, run_fingerprint: str) -> Path | 
             continue
         return candidate
     return None
+
+
+@dataclass
+class FitResult:
+    history: list[dict[str, float]]  # one row of epoch metrics per epoch
+    resumed_from: Path | None
+
+
+def fit(
+    module: pl.LightningModule,
+    datamodule: pl.LightningDataModule,
+    *,
+    trainer_params: TrainerParams,
+    epochs: int,
+    seed: int,
+    checkpoint_dir: str | Path,
+    run_fingerprint: str,
+    history_keys: Sequence[str],
+    logger: Any = False,
+    callbacks: Sequence[Callback] = (),
+) -> FitResult:
+    """Train with a checkpoint per epoch, resuming a matching interrupted run; every
+    model stage trains through here."""
+    pl.seed_everything(seed, workers=True, verbose=False)
+    resume = prepare_checkpoint_dir(checkpoint_dir, run_fingerprint)
+    history = HistoryRecorder(history_keys)
+    trainer = make_trainer(
+        trainer_params,
+        epochs,
+        [EpochSeed(seed), history, *callbacks, EpochCheckpoint(checkpoint_dir)],
+        logger=logger,
+    )
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True)
+    return FitResult(history=history.rows, resumed_from=resume)
 
 
 def make_trainer(
