@@ -95,6 +95,40 @@ class ClassifierParams(_Strict):
     tracked_instances: PositiveInt = 1000
 
 
+class VAEParams(_Strict):
+    latent_dim: PositiveInt = 16
+    beta: Annotated[float, Field(ge=0)] = 1.0
+    epochs: PositiveInt = 10
+    batch_size: PositiveInt = 64
+    lr: PositiveFloat = 1e-3
+
+
+LayerList = Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)]
+
+
+class VariationalParams(_Strict):
+    layers: list[Annotated[str, Field(min_length=1)]] = ["dense"]  # empty: off
+    latent_dim: PositiveInt = 2
+    beta: Annotated[float, Field(ge=0)] = 1.0
+    alpha: Fraction = 0.5
+
+
+class ClaDecParams(_Strict):
+    layers: LayerList = ["conv", "dense"]
+    alphas: Annotated[list[Fraction], Field(min_length=1)] = [0.0, 0.01, 0.5, 0.99]
+    epochs: PositiveInt = 5
+    batch_size: PositiveInt = 128
+    lr: PositiveFloat = 1e-3
+    variational: VariationalParams = VariationalParams()
+
+    @field_validator("layers", "alphas")
+    @classmethod
+    def _unique(cls, value: list) -> list:
+        if len(set(value)) != len(value):
+            raise ValueError(f"entries must be unique, got {value}")
+        return value
+
+
 class TrainerParams(_Strict):
     accelerator: Literal[ACCELERATORS] = "cpu"  # type: ignore[valid-type]
     devices: int | list[int] | str = 1
@@ -128,8 +162,28 @@ class Params(_Strict):
     seed: Annotated[int, Field(ge=0, lt=2**32)] = 42
     data: DataParams = DataParams()
     classifier: ClassifierParams = ClassifierParams()
+    vae: VAEParams = VAEParams()
+    cladec: ClaDecParams = ClaDecParams()
     trainer: TrainerParams = TrainerParams()
     tracking: TrackingParams = TrackingParams()
+
+    @model_validator(mode="after")
+    def _layers_exist(self) -> Params:
+        from pipeline.models.archs import build_classifier, layer_names
+
+        known = layer_names(build_classifier(self.classifier.arch, (1, 32, 32), 2))
+        for key, layers in (
+            ("cladec.layers", self.cladec.layers),
+            ("cladec.variational.layers", self.cladec.variational.layers),
+        ):
+            for layer in layers:
+                if layer not in known:
+                    raise ValueError(
+                        f"{key}: unknown layer {layer!r} for arch {self.classifier.arch!r}; "
+                        f"use conv, dense or a module path such as "
+                        f"{', '.join(n for n in known[2:] if n.count('.') == 0)}"
+                    )
+        return self
 
 
 def _describe(error: dict[str, Any], file: str) -> str:
@@ -140,6 +194,8 @@ def _describe(error: dict[str, Any], file: str) -> str:
         return f"{file}: unknown key '{key}' (check the spelling; see README for the keys)"
     if error["type"] == "missing":
         return f"{file}: '{key}' is required"
+    if not key:
+        return f"{file}: {message}"
     value = error.get("input")
     shown = repr(value) if not isinstance(value, dict) else "{...}"
     return f"{file}: {key or '<top level>'} = {shown}: {message}"

@@ -3,8 +3,6 @@ record per-epoch predictions of the tracked test instances."""
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import time
 
@@ -14,7 +12,7 @@ from pipeline.classify import HISTORY_KEYS, classification_metrics, predict_prob
 from pipeline.data import Splits
 from pipeline.figures.common import save_figure
 from pipeline.figures.training import plot_confusion_matrix, plot_training_curves
-from pipeline.io import atomic_path, write_json, write_text
+from pipeline.io import atomic_path, write_csv, write_json
 from pipeline.models.classifier import save_classifier
 from pipeline.params import load_params
 from pipeline.tracking import is_rank_zero, stage_run
@@ -22,14 +20,6 @@ from stages import paths
 from stages.runner import run_stage
 
 log = logging.getLogger("stages.classifier")
-
-
-def _csv(rows: list[dict], columns: list[str]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
 
 
 def main() -> None:
@@ -70,17 +60,15 @@ def main() -> None:
             )
         write_json(paths.CLASSIFIER_METRICS, metrics)
         write_json(paths.CLASSIFIER_CONFUSION, {"classes": names, "matrix": confusion})
-        write_text(paths.CLASSIFIER_HISTORY, _csv(result.history, ["epoch", *HISTORY_KEYS]))
+        write_csv(paths.CLASSIFIER_HISTORY, result.history, ["epoch", *HISTORY_KEYS])
         predicted = probabilities.argmax(1)
-        write_text(
+        write_csv(
             paths.CLASSIFIER_CONFUSION_PLOT,
-            _csv(
-                [
-                    {"actual": names[a], "predicted": names[p]}
-                    for a, p in zip(splits.y_test, predicted, strict=True)
-                ],
-                ["actual", "predicted"],
-            ),
+            [
+                {"actual": names[a], "predicted": names[p]}
+                for a, p in zip(splits.y_test, predicted, strict=True)
+            ],
+            ["actual", "predicted"],
         )
         title = f"{params.classifier.arch} on {splits.dataset}"
         save_figure(plot_training_curves(result.history, title), paths.CLASSIFIER_CURVES_FIG)

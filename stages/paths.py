@@ -16,3 +16,15 @@ CLASSIFIER_HISTORY = Path("plots/classifier/history.csv")
 CLASSIFIER_CONFUSION_PLOT = Path("plots/classifier/confusion.csv")
 CLASSIFIER_CURVES_FIG = Path("reports/figures/classifier_curves.png")
 CLASSIFIER_CONFUSION_FIG = Path("reports/figures/classifier_confusion.png")
+
+GENERATIVE_METRICS = Path("metrics/generative")
+GENERATIVE_PLOTS = Path("plots/generative")
+GENERATIVE_FIGURES = Path("reports/figures/generative")
+CLADEC_TABLE = Path("reports/cladec_table.csv")
+CLADEC_TABLE_MD = Path("reports/cladec_table.md")
+CLADEC_ALPHA_FIG = Path("reports/figures/cladec_alpha_tradeoff.png")
+
+
+def model_dir(name: str) -> Path:
+    """models/<kind>/<variant>: e.g. models/cladec/dense-0.5, models/refae/conv, models/vae."""
+    return Path("models") / name

@@ -60,6 +60,9 @@ def workspace(tmp_path_factory) -> Path:
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["data"]["max_samples"] = 400
     params["classifier"].update(epochs=2, batch_size=32, tracked_instances=25)
+    params["vae"].update(epochs=1, latent_dim=4)
+    params["cladec"].update(layers=["dense"], alphas=[0.0, 0.5], epochs=1)
+    params["cladec"]["variational"]["layers"] = []  # an empty list turns it off
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     sh(["git", "init", "-q"], root)
     # DVC commits experiments: give the copy an identity even where git has none (CI)
@@ -150,10 +153,51 @@ def test_mlflow_holds_one_run_per_stage_with_params_curves_and_artifacts(workspa
     assert (workspace / "mlruns").is_dir()
 
 
+def test_generative_stages_write_the_cladec_table(workspace):
+    table = (workspace / "reports/cladec_table.csv").read_text().splitlines()
+    assert (
+        table[0] == "kind,layer,alpha,mse_per_pixel,sse_per_image,classifier_ce,classifier_accuracy"
+    )
+    assert [row.split(",")[:3] for row in table[1:]] == [
+        ["cladec", "dense", "0.0"],
+        ["cladec", "dense", "0.5"],
+        ["refae", "dense", ""],
+    ]
+    for out in (
+        "models/vae/model.pt",
+        "models/refvae/model.pt",
+        "models/refae/dense/model.pt",
+        "models/cladec/dense-0.5/model.pt",
+        "reports/figures/cladec_alpha_tradeoff.png",
+    ):
+        assert (workspace / out).stat().st_size > 0, out
+    assert not (workspace / "models/vcladec").exists()
+    names = {
+        r.info.run_name
+        for r in client(workspace).search_runs(
+            [client(workspace).get_experiment_by_name("xai-pipeline").experiment_id]
+        )
+    }
+    assert {"vae", "refvae", "cladec@dense-0.0", "cladec@dense-0.5", "refae@dense"} <= names
+
+
+def test_adding_an_alpha_adds_one_stage_per_layer_and_nothing_else(workspace):
+    original = (workspace / "params.yaml").read_text()
+    params = yaml.safe_load(original)
+    params["cladec"]["alphas"].append(0.9)
+    (workspace / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    try:
+        status = sh(["dvc", "status", "--json"], workspace)
+    finally:
+        (workspace / "params.yaml").write_text(original)
+    assert set(json.loads(status)) == {"cladec@dense-0.9"}
+
+
 def test_changing_lr_reruns_only_the_classifier_and_both_runs_compare(workspace):
     out = sh(["dvc", "exp", "run", "-S", "classifier.lr=0.003"], workspace)
     assert "Stage 'data' didn't change, skipping" in out
     assert "Running stage 'classifier'" in out
+    assert "Running stage 'data'" not in out
     train_runs = runs(workspace, "classifier")
     assert [r.data.params["classifier.lr"] for r in train_runs] == ["0.001", "0.003"]
     assert "dvc_experiment" in train_runs[-1].data.tags

@@ -28,7 +28,7 @@ class ImageDecoder(nn.Module):
     spatial code starts from its own resolution; transposed convolutions double the
     size until the image size is reached; a sigmoid ends it."""
 
-    def __init__(self, code_shape: CodeShape, image_shape: ImageShape, width: int = 64) -> None:
+    def __init__(self, code_shape: CodeShape, image_shape: ImageShape, width: int = 32) -> None:
         super().__init__()
         channels, height, _ = image_shape
         self.image_shape = image_shape

@@ -1,0 +1,240 @@
+"""Training and evaluating the generative models (VAE, ClaDec, RefAE): layer codes
+computed once, the shared fit loop, test-split reconstruction metrics, export."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from pipeline import training
+from pipeline.data import Splits
+from pipeline.io import atomic_path
+from pipeline.models import archs, decoding, generative
+from pipeline.models.archs import ImageClassifier
+from pipeline.models.decoding import ClaDecModule, RefAEModule, VAEModule
+from pipeline.models.generative import LayerEncoder, code_shape
+from pipeline.params import Params
+from pipeline.training import ImageDataModule, InMemoryImages, fingerprint, fit
+
+MODEL_CODE = [inspect.getfile(m) for m in (archs, decoding, generative, training)]
+HISTORY_KEYS = (
+    "train_loss",
+    "val_loss",
+    "train_recon",
+    "val_recon",
+    "train_ce",
+    "val_ce",
+    "train_kl",
+    "val_kl",
+)
+
+
+@torch.inference_mode()
+def layer_codes(
+    classifier: nn.Module, layer: str, images: np.ndarray, batch_size: int = 512
+) -> Tensor:
+    """The frozen classifier's activations at `layer` for uint8 images."""
+    encoder = LayerEncoder(classifier.eval(), layer)
+    out = [
+        encoder(torch.as_tensor(images[i : i + batch_size]).float() / 255.0)
+        for i in range(0, len(images), batch_size)
+    ]
+    return torch.cat(out)
+
+
+@torch.inference_mode()
+def batched(fn: Callable[[Tensor], Tensor], inputs: Tensor, batch_size: int = 512) -> Tensor:
+    return torch.cat([fn(inputs[i : i + batch_size]) for i in range(0, len(inputs), batch_size)])
+
+
+def as_float_images(images: np.ndarray) -> Tensor:
+    return torch.as_tensor(images).float() / 255.0
+
+
+@torch.inference_mode()
+def reconstruction_metrics(
+    decoded: Tensor, images: np.ndarray, classifier: nn.Module, labels: np.ndarray
+) -> dict[str, float]:
+    """Reconstruction error both per pixel (MSE) and per image (sum of squared errors),
+    and the frozen classifier's cross-entropy and accuracy on the reconstructions."""
+    target = as_float_images(images)
+    squared = (decoded - target).pow(2)
+    logits = batched(classifier.eval(), decoded)
+    y = torch.as_tensor(labels)
+    return {
+        "mse_per_pixel": float(squared.mean()),
+        "sse_per_image": float(squared.flatten(1).sum(1).mean()),
+        "classifier_ce": float(F.cross_entropy(logits, y)),
+        "classifier_accuracy": float((logits.argmax(1) == y).float().mean()),
+    }
+
+
+@dataclass
+class Trained:
+    module: pl.LightningModule
+    history: list[dict[str, float]]
+    decoded_test: Tensor  # reconstructions of the test split, in [0, 1]
+    resumed_from: Path | None
+
+
+def _fit(
+    module: pl.LightningModule,
+    train: InMemoryImages,
+    val: InMemoryImages,
+    params: Params,
+    group: Any,
+    checkpoint_dir: str | Path,
+    config: dict[str, Any],
+    arrays: tuple[np.ndarray, ...],
+    logger: Any,
+) -> tuple[list[dict], Path | None]:
+    datamodule = ImageDataModule(
+        train, val, group.batch_size, params.seed, params.trainer.num_workers
+    )
+    run_id = fingerprint(
+        {"seed": params.seed, **config, "precision": params.trainer.precision}, arrays, MODEL_CODE
+    )
+    result = fit(
+        module,
+        datamodule,
+        trainer_params=params.trainer,
+        epochs=group.epochs,
+        seed=params.seed,
+        checkpoint_dir=checkpoint_dir,
+        run_fingerprint=run_id,
+        history_keys=HISTORY_KEYS,
+        logger=logger,
+    )
+    return result.history, result.resumed_from
+
+
+def train_vae(
+    splits: Splits, params: Params, latent_dim: int, checkpoint_dir: str | Path, logger: Any = False
+) -> Trained:
+    """The VAE on the images alone."""
+    cfg = params.vae
+    pl.seed_everything(params.seed, workers=True, verbose=False)
+    module = VAEModule(splits.image_shape, latent_dim, cfg.beta, cfg.lr)
+    history, resumed = _fit(
+        module,
+        InMemoryImages(splits.x_train, splits.y_train),
+        InMemoryImages(splits.x_val, splits.y_val),
+        params,
+        cfg,
+        checkpoint_dir,
+        {"vae": cfg.model_dump(), "latent_dim": latent_dim},
+        (splits.x_train, splits.x_val),
+        logger,
+    )
+    decoded = batched(module.eval(), as_float_images(splits.x_test))
+    return Trained(module, history, decoded, resumed)
+
+
+def train_cladec(
+    splits: Splits,
+    classifier: ImageClassifier,
+    layer: str,
+    alpha: float,
+    params: Params,
+    checkpoint_dir: str | Path,
+    logger: Any = False,
+    latent_dim: int | None = None,
+    beta: float = 1.0,
+) -> Trained:
+    """A ClaDec decoder for one (layer, alpha); with latent_dim, the variational ClaDec."""
+    cfg = params.cladec
+    pl.seed_everything(params.seed, workers=True, verbose=False)
+    codes = {
+        part: layer_codes(classifier, layer, getattr(splits, f"x_{part}"))
+        for part in ("train", "val", "test")
+    }
+    module = ClaDecModule(
+        classifier,
+        tuple(codes["train"].shape[1:]),
+        splits.image_shape,
+        alpha,
+        cfg.lr,
+        latent_dim=latent_dim,
+        beta=beta,
+    )
+    history, resumed = _fit(
+        module,
+        InMemoryImages(splits.x_train, splits.y_train, codes["train"]),
+        InMemoryImages(splits.x_val, splits.y_val, codes["val"]),
+        params,
+        cfg,
+        checkpoint_dir,
+        {
+            "cladec": cfg.model_dump(exclude={"layers", "alphas", "variational"}),
+            "layer": layer,
+            "alpha": alpha,
+            "latent_dim": latent_dim,
+            "beta": beta,
+        },
+        (splits.x_train, splits.x_val, codes["train"].numpy()),
+        logger,
+    )
+    decoded = batched(module.eval(), codes["test"])
+    return Trained(module, history, decoded, resumed)
+
+
+def train_refae(
+    splits: Splits,
+    classifier: ImageClassifier,
+    layer: str,
+    params: Params,
+    checkpoint_dir: str | Path,
+    logger: Any = False,
+) -> Trained:
+    """The reference autoencoder for a layer: same architecture, fresh weights."""
+    cfg = params.cladec
+    pl.seed_everything(params.seed, workers=True, verbose=False)
+    arch = params.classifier.arch
+    shape = code_shape(LayerEncoder(classifier, layer), splits.image_shape)
+    module = RefAEModule(
+        arch,
+        splits.image_shape,
+        splits.num_classes,
+        layer,
+        shape,
+        cfg.lr,
+        classifier.normalize.mean.flatten().tolist(),
+        classifier.normalize.std.flatten().tolist(),
+    )
+    history, resumed = _fit(
+        module,
+        InMemoryImages(splits.x_train, splits.y_train),
+        InMemoryImages(splits.x_val, splits.y_val),
+        params,
+        cfg,
+        checkpoint_dir,
+        {
+            "cladec": cfg.model_dump(exclude={"layers", "alphas", "variational"}),
+            "arch": arch,
+            "layer": layer,
+        },
+        (splits.x_train, splits.x_val),
+        logger,
+    )
+    decoded = batched(module.eval(), as_float_images(splits.x_test))
+    return Trained(module, history, decoded, resumed)
+
+
+def save_module(
+    module: nn.Module, config: dict[str, Any], path: str | Path, skip_prefix: str = "classifier."
+) -> None:
+    """Weights (without the frozen classifier's, which live in its own file) plus config."""
+    state = {
+        k: v.detach().cpu() for k, v in module.state_dict().items() if not k.startswith(skip_prefix)
+    }
+    with atomic_path(path) as tmp:
+        torch.save({"config": config, "state_dict": state}, tmp)

@@ -1,0 +1,61 @@
+"""DVC stage `refae@<layer>`: the reference autoencoder for a layer (same architecture
+up to the layer, fresh weights, same decoder, reconstruction only)."""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from pipeline.data import Splits
+from pipeline.decode import train_refae
+from pipeline.errors import ParamsError
+from pipeline.models.classifier import load_classifier
+from pipeline.params import load_params
+from pipeline.tracking import stage_run
+from stages import paths
+from stages.generative import finish
+from stages.runner import run_stage
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--layer", required=True)
+    args = parser.parse_args()
+    params = load_params()
+    if args.layer not in params.cladec.layers:
+        raise ParamsError(f"layer {args.layer!r} is not in cladec.layers {params.cladec.layers}")
+    splits = Splits.load(paths.DATASET)
+    classifier, _ = load_classifier(paths.CLASSIFIER_MODEL)
+    name = f"refae/{args.layer}"
+    logged = {
+        "seed": params.seed,
+        "cladec": params.cladec.model_dump(exclude={"alphas", "layers", "variational"}),
+        "layer": args.layer,
+        "trainer": params.trainer.model_dump(),
+    }
+    with stage_run(
+        f"refae@{args.layer}", params.tracking.experiment, splits.dataset, logged
+    ) as run:
+        trained = train_refae(
+            splits,
+            classifier,
+            args.layer,
+            params,
+            paths.model_dir(name) / "checkpoints",
+            run.lightning_logger(),
+        )
+        with torch.inference_mode():
+            finish(
+                run,
+                name,
+                trained,
+                splits,
+                classifier,
+                {"kind": "refae", "layer": args.layer, "alpha": None},
+                f"Reference autoencoder, layer {args.layer}",
+            )
+
+
+if __name__ == "__main__":
+    run_stage("refae", main)
