@@ -14,7 +14,6 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from pytorch_lightning.callbacks import Callback
-from sklearn.metrics import confusion_matrix
 from torch import nn
 
 from pipeline import training
@@ -71,6 +70,8 @@ def classification_metrics(
     probs: np.ndarray, labels: np.ndarray, class_names: Sequence[str]
 ) -> dict[str, Any]:
     """Accuracy, mean cross-entropy, per-class accuracy and the confusion matrix."""
+    from sklearn.metrics import confusion_matrix
+
     predicted = probs.argmax(1)
     eps = np.finfo(np.float32).tiny
     loss = float(-np.log(np.maximum(probs[np.arange(len(labels)), labels], eps)).mean())

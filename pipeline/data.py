@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from sklearn.model_selection import train_test_split
 
 from pipeline.errors import DataError
 from pipeline.io import atomic_path
@@ -319,6 +318,9 @@ def load_dataset(params: DataParams) -> ImageSet:
 
 def split_dataset(data: ImageSet, params: DataParams, seed: int, dataset_name: str) -> Splits:
     """Stratified train/val/test split; the same seed gives the same split every time."""
+    # imported here: the stages that only load a split skip scikit-learn's import time
+    from sklearn.model_selection import train_test_split
+
     indices = np.arange(len(data.labels))
     labels = data.labels
     try:

@@ -98,9 +98,9 @@ class ClassifierParams(_Strict):
 class VAEParams(_Strict):
     latent_dim: PositiveInt = 16
     beta: Annotated[float, Field(ge=0)] = 1.0
-    epochs: PositiveInt = 10
-    batch_size: PositiveInt = 64
-    lr: PositiveFloat = 1e-3
+    epochs: PositiveInt = 6
+    batch_size: PositiveInt = 128
+    lr: PositiveFloat = 2e-3
 
 
 LayerList = Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)]
@@ -116,9 +116,9 @@ class VariationalParams(_Strict):
 class ClaDecParams(_Strict):
     layers: LayerList = ["conv", "dense"]
     alphas: Annotated[list[Fraction], Field(min_length=1)] = [0.0, 0.01, 0.5, 0.99]
-    epochs: PositiveInt = 5
+    epochs: PositiveInt = 3
     batch_size: PositiveInt = 128
-    lr: PositiveFloat = 1e-3
+    lr: PositiveFloat = 2e-3
     variational: VariationalParams = VariationalParams()
 
     @field_validator("layers", "alphas")

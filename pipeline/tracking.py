@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -92,9 +93,17 @@ class StageRun:
     client: Any  # mlflow.MlflowClient; typed loosely so importing this module stays cheap
 
     def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
-        for key, value in flatten(metrics).items():
-            if isinstance(value, int | float) and not isinstance(value, bool) and value == value:
-                self.client.log_metric(self.run_id, key, float(value), step=step or 0)
+        """Numeric leaves only (NaN and text are skipped), in one batch."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        batch = [
+            Metric(key, float(value), now, step or 0)
+            for key, value in flatten(metrics).items()
+            if isinstance(value, int | float) and not isinstance(value, bool) and value == value
+        ]
+        if batch:
+            self.client.log_batch(self.run_id, metrics=batch)
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         self.client.log_artifact(self.run_id, str(path), artifact_path)
@@ -151,8 +160,15 @@ def stage_run(
     experiment_id = _experiment_id(client, experiment, root)
     run = client.create_run(experiment_id, run_name=stage, tags=run_tags(stage, dataset))
     run_id = run.info.run_id
-    for key, value in flatten(params).items():
-        client.log_param(run_id, key, "null" if value is None else value)
+    from mlflow.entities import Param
+
+    client.log_batch(
+        run_id,
+        params=[
+            Param(key, "null" if value is None else str(value))
+            for key, value in flatten(params).items()
+        ],
+    )
     log.info("MLflow run %s (%s) in %s", stage, run_id, uri)
     try:
         yield StageRun(run_id, experiment, uri, client)

@@ -110,4 +110,5 @@ def test_vae_loss_parts_and_variational_cladec_kl():
         (torch.rand(6, 1, 16, 16), torch.tensor([0, 1, 2] * 2), torch.rand(6, 128))
     )
     assert "kl" in parts and parts["kl"] >= 0
-    torch.testing.assert_close(loss, 0.5 * parts["recon"] + 0.5 * parts["ce"] + parts["kl"])
+    expected = 0.5 * parts["recon"] + 0.5 * parts["ce"] + parts["kl"] / (16 * 16)
+    torch.testing.assert_close(loss, expected)

@@ -62,3 +62,25 @@ def test_unreachable_dataset_fails_with_a_hint(tmp_path):
     assert result.returncode == 2
     assert "by hand" in result.stderr and "FashionMNIST" in result.stderr
     assert not (tmp_path / "data").exists()
+
+
+def test_dvc_matrix_expands_to_one_stage_per_layer_and_alpha():
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    out = subprocess.run(
+        ["dvc", "stage", "list", "--name-only"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout.split()
+    params = yaml.safe_load((REPO / "params.yaml").read_text())["cladec"]
+    expected = {
+        f"cladec@{layer}-{alpha}" for layer in params["layers"] for alpha in params["alphas"]
+    }
+    assert expected == {name for name in out if name.startswith("cladec@")}
+    assert len(expected) == 8
+    assert {f"refae@{layer}" for layer in params["layers"]} <= set(out)
+    assert {f"vcladec@{layer}" for layer in params["variational"]["layers"]} <= set(out)
+    assert {"data", "classifier", "vae", "refvae", "cladec_report"} <= set(out)

@@ -118,7 +118,7 @@ class ClaDecModule(_Decoding):
     """Decoder of a frozen classifier's layer codes. Batches are (images, labels, codes):
     the codes are computed once before training, since the frozen encoder never changes.
     With `latent_dim`, a variational bottleneck (code → Gaussian latent → decoder) is
-    added and beta * KL joins the loss: the variational ClaDec."""
+    added and beta * KL / pixels joins the loss: the variational ClaDec."""
 
     def __init__(
         self,
@@ -175,7 +175,9 @@ class ClaDecModule(_Decoding):
         parts = {"recon": recon, "ce": ce}
         if mean is not None and log_var is not None:
             kl = kl_divergence(mean, log_var)
-            loss = loss + self.beta * kl
+            # per pixel, on the scale of the per-pixel reconstruction error: a per-image KL
+            # against a per-pixel MSE would collapse the latent to the prior
+            loss = loss + self.beta * kl / images[0].numel()
             parts["kl"] = kl
         return loss, parts
 
