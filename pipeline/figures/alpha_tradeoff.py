@@ -33,6 +33,7 @@ def plot_alpha_tradeoff(rows: Sequence[dict[str, Any]], title: str) -> Figure:
                 if r["kind"] == "refae" and r["layer"] == layer:
                     ax.axhline(r[key], ls="--", color=colours(i), label=f"RefAE {layer}")
         ax.set_xscale("symlog", linthresh=0.01)
+        ax.set_xlim(0, 1.1)
         ax.set_xlabel("alpha (weight of the classification loss)")
         ax.set_title(label, fontsize=10)
         ax.grid(alpha=0.3)

@@ -35,7 +35,11 @@ def plot_reconstructions(
     n = len(originals)
     all_rows = [("original", originals), *rows]
     fig, axes = plt.subplots(
-        len(all_rows), n, figsize=(n * 1.0 + 1.5, len(all_rows) * 1.1), squeeze=False
+        len(all_rows),
+        n,
+        figsize=(n * 1.0 + 1.5, len(all_rows) * 1.2 + 0.6),
+        squeeze=False,
+        layout="constrained",
     )
     for r, (name, images) in enumerate(all_rows):
         for c in range(n):
