@@ -17,6 +17,8 @@ def run_stage(name: str, body: Callable[[], None]) -> None:
     )
     # Lightning's advice about worker counts does not apply to in-memory tensors
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    # ClaDec keeps its frozen classifier in eval mode on purpose
+    warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
     logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(
         lambda record: "Tip:" not in record.getMessage()
     )

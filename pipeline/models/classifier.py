@@ -14,6 +14,7 @@ from torch import Tensor
 from pipeline.errors import PipelineError
 from pipeline.io import atomic_path
 from pipeline.models.archs import ImageClassifier, ImageShape, build_classifier
+from pipeline.models.epoch_logging import log_epoch
 
 
 class ClassifierModule(pl.LightningModule):
@@ -42,24 +43,7 @@ class ClassifierModule(pl.LightningModule):
         logits = self(x)
         loss = F.cross_entropy(logits, y)
         acc = (logits.argmax(1) == y).float().mean()
-        self.log(
-            f"{stage}_loss",
-            loss,
-            on_step=False,
-            on_epoch=True,
-            prog_bar=True,
-            batch_size=len(y),
-            sync_dist=stage != "train",
-        )
-        self.log(
-            f"{stage}_acc",
-            acc,
-            on_step=False,
-            on_epoch=True,
-            prog_bar=True,
-            batch_size=len(y),
-            sync_dist=stage != "train",
-        )
+        log_epoch(self, stage, {"loss": loss, "acc": acc}, len(y), progress=("loss", "acc"))
         return loss
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:

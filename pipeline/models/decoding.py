@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pipeline.models.archs import ImageShape, build_classifier
+from pipeline.models.epoch_logging import log_epoch
 from pipeline.models.generative import (
     CodeShape,
     ConvEncoder,
@@ -53,25 +54,7 @@ class _Decoding(pl.LightningModule):
 
     def _step(self, batch: Batch, stage: str) -> Tensor:
         loss, parts = self.losses(batch)
-        size = len(batch[0])
-        self.log(
-            f"{stage}_loss",
-            loss,
-            on_step=False,
-            on_epoch=True,
-            prog_bar=True,
-            batch_size=size,
-            sync_dist=stage != "train",
-        )
-        for name, value in parts.items():
-            self.log(
-                f"{stage}_{name}",
-                value,
-                on_step=False,
-                on_epoch=True,
-                batch_size=size,
-                sync_dist=stage != "train",
-            )
+        log_epoch(self, stage, {"loss": loss, **parts}, len(batch[0]))
         return loss
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
