@@ -22,7 +22,7 @@ from pipeline.models import archs
 from pipeline.models import classifier as classifier_module
 from pipeline.models.classifier import ClassifierModule
 from pipeline.params import Params
-from pipeline.training import ImageDataModule, InMemoryImages, fingerprint, fit
+from pipeline.training import InMemoryImages, fit
 
 HISTORY_KEYS = ("train_loss", "train_acc", "val_loss", "val_acc")
 
@@ -116,32 +116,19 @@ def train_classifier(
     module = ClassifierModule(
         cfg.arch, splits.image_shape, splits.num_classes, cfg.lr, cfg.weight_decay, mean, std
     )
-    datamodule = ImageDataModule(
-        InMemoryImages(splits.x_train, splits.y_train),
-        InMemoryImages(splits.x_val, splits.y_val),
-        cfg.batch_size,
-        params.seed,
-        params.trainer.num_workers,
-    )
     tracked = tracked_indices(len(splits.y_test), cfg.tracked_instances, params.seed)
     recorder = PredictionRecorder(splits.x_test[tracked])
-    run_id = fingerprint(
-        {
-            "seed": params.seed,
-            "classifier": cfg.model_dump(),
-            "precision": params.trainer.precision,
-        },
-        arrays=(splits.x_train, splits.y_train, splits.x_val),
-        code=MODEL_CODE,
-    )
     result = fit(
         module,
-        datamodule,
+        InMemoryImages(splits.x_train, splits.y_train),
+        InMemoryImages(splits.x_val, splits.y_val),
         trainer_params=params.trainer,
-        epochs=cfg.epochs,
         seed=params.seed,
+        epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
         checkpoint_dir=checkpoint_dir,
-        run_fingerprint=run_id,
+        config={"classifier": cfg.model_dump()},
+        code=MODEL_CODE,
         history_keys=HISTORY_KEYS,
         logger=logger,
         callbacks=[recorder, *extra_callbacks],

@@ -23,7 +23,7 @@ from pipeline.models.archs import ImageClassifier
 from pipeline.models.decoding import ClaDecModule, RefAEModule, VAEModule
 from pipeline.models.generative import LayerEncoder, code_shape
 from pipeline.params import Params
-from pipeline.training import ImageDataModule, InMemoryImages, fingerprint, fit
+from pipeline.training import InMemoryImages, fit
 
 MODEL_CODE = [inspect.getfile(m) for m in (archs, decoding, generative, training)]
 HISTORY_KEYS = (
@@ -94,23 +94,20 @@ def _fit(
     group: Any,
     checkpoint_dir: str | Path,
     config: dict[str, Any],
-    arrays: tuple[np.ndarray, ...],
     logger: Any,
 ) -> tuple[list[dict], Path | None]:
-    datamodule = ImageDataModule(
-        train, val, group.batch_size, params.seed, params.trainer.num_workers
-    )
-    run_id = fingerprint(
-        {"seed": params.seed, **config, "precision": params.trainer.precision}, arrays, MODEL_CODE
-    )
+    """fit() with the settings of a params group (vae or cladec)."""
     result = fit(
         module,
-        datamodule,
+        train,
+        val,
         trainer_params=params.trainer,
-        epochs=group.epochs,
         seed=params.seed,
+        epochs=group.epochs,
+        batch_size=group.batch_size,
         checkpoint_dir=checkpoint_dir,
-        run_fingerprint=run_id,
+        config=config,
+        code=MODEL_CODE,
         history_keys=HISTORY_KEYS,
         logger=logger,
     )
@@ -132,7 +129,6 @@ def train_vae(
         cfg,
         checkpoint_dir,
         {"vae": cfg.model_dump(), "latent_dim": latent_dim},
-        (splits.x_train, splits.x_val),
         logger,
     )
     decoded = batched(module.eval(), as_float_images(splits.x_test))
@@ -180,7 +176,6 @@ def train_cladec(
             "latent_dim": latent_dim,
             "beta": beta,
         },
-        (splits.x_train, splits.x_val, codes["train"].numpy()),
         logger,
     )
     decoded = batched(module.eval(), codes["test"])
@@ -222,7 +217,6 @@ def train_refae(
             "arch": arch,
             "layer": layer,
         },
-        (splits.x_train, splits.x_val),
         logger,
     )
     decoded = batched(module.eval(), as_float_images(splits.x_test))

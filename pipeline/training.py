@@ -261,19 +261,29 @@ class FitResult:
 
 def fit(
     module: pl.LightningModule,
-    datamodule: pl.LightningDataModule,
+    train: InMemoryImages,
+    val: InMemoryImages,
     *,
     trainer_params: TrainerParams,
-    epochs: int,
     seed: int,
+    epochs: int,
+    batch_size: int,
     checkpoint_dir: str | Path,
-    run_fingerprint: str,
+    config: dict[str, Any],
+    code: Sequence[str | Path],
     history_keys: Sequence[str],
     logger: Any = False,
     callbacks: Sequence[Callback] = (),
 ) -> FitResult:
-    """Train with a checkpoint per epoch, resuming a matching interrupted run; every
-    model stage trains through here."""
+    """Train with a checkpoint per epoch, resuming an interrupted run whose fingerprint
+    (config, seed, precision, training and validation tensors, model code) matches;
+    every model stage trains through here."""
+    datamodule = ImageDataModule(train, val, batch_size, seed, trainer_params.num_workers)
+    run_fingerprint = fingerprint(
+        {"seed": seed, **config, "precision": trainer_params.precision},
+        arrays=(train.images, train.labels, *train.extras, val.images),
+        code=code,
+    )
     pl.seed_everything(seed, workers=True, verbose=False)
     resume = prepare_checkpoint_dir(checkpoint_dir, run_fingerprint)
     history = HistoryRecorder(history_keys)
