@@ -114,6 +114,18 @@ def _fit(
     return result.history, result.resumed_from
 
 
+def _image_sets(
+    splits: Splits, train_codes: Tensor | None = None, val_codes: Tensor | None = None
+) -> tuple[InMemoryImages, InMemoryImages]:
+    """The training and validation sets of a split, with layer codes when given."""
+    train_extra = () if train_codes is None else (train_codes,)
+    val_extra = () if val_codes is None else (val_codes,)
+    return (
+        InMemoryImages(splits.x_train, splits.y_train, *train_extra),
+        InMemoryImages(splits.x_val, splits.y_val, *val_extra),
+    )
+
+
 def train_vae(
     splits: Splits, params: Params, latent_dim: int, checkpoint_dir: str | Path, logger: Any = False
 ) -> Trained:
@@ -123,8 +135,7 @@ def train_vae(
     module = VAEModule(splits.image_shape, latent_dim, cfg.beta, cfg.lr)
     history, resumed = _fit(
         module,
-        InMemoryImages(splits.x_train, splits.y_train),
-        InMemoryImages(splits.x_val, splits.y_val),
+        *_image_sets(splits),
         params,
         cfg,
         checkpoint_dir,
@@ -164,8 +175,7 @@ def train_cladec(
     )
     history, resumed = _fit(
         module,
-        InMemoryImages(splits.x_train, splits.y_train, codes["train"]),
-        InMemoryImages(splits.x_val, splits.y_val, codes["val"]),
+        *_image_sets(splits, codes["train"], codes["val"]),
         params,
         cfg,
         checkpoint_dir,
@@ -207,8 +217,7 @@ def train_refae(
     )
     history, resumed = _fit(
         module,
-        InMemoryImages(splits.x_train, splits.y_train),
-        InMemoryImages(splits.x_val, splits.y_val),
+        *_image_sets(splits),
         params,
         cfg,
         checkpoint_dir,

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import argparse
 
-import torch
-
 from pipeline.data import Splits
 from pipeline.decode import train_cladec
 from pipeline.errors import ParamsError
@@ -63,17 +61,16 @@ def main() -> None:
             latent_dim=extra.get("latent_dim"),
             beta=extra.get("beta", 1.0),
         )
-        with torch.inference_mode():
-            finish(
-                run,
-                name,
-                trained,
-                splits,
-                classifier,
-                config,
-                f"ClaDec of layer {args.layer}, alpha {alpha:g}"
-                + (f", {var.latent_dim}-D latent" if args.variational else ""),
-            )
+        finish(
+            run,
+            name,
+            trained,
+            splits,
+            classifier,
+            config,
+            f"ClaDec of layer {args.layer}, alpha {alpha:g}"
+            + (f", {var.latent_dim}-D latent" if args.variational else ""),
+        )
 
 
 if __name__ == "__main__":

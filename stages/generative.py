@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import numpy as np
+import torch
 
 from pipeline.data import Splits
 from pipeline.decode import HISTORY_KEYS, Trained, reconstruction_metrics, save_module
@@ -19,6 +19,7 @@ from stages import paths
 log = logging.getLogger("stages.generative")
 
 
+@torch.inference_mode()
 def finish(
     run: StageRun,
     name: str,
@@ -28,7 +29,7 @@ def finish(
     config: dict[str, Any],
     title: str,
 ) -> dict[str, Any]:
-    """Write and log everything for model `name` (e.g. 'cladec/dense-0.5')."""
+    """Write and log everything for model `name` (e.g. 'cladec/dense-0.5'); no gradients."""
     slug = name.replace("/", "_")
     metrics = reconstruction_metrics(trained.decoded_test, splits.x_test, classifier, splits.y_test)
     record = {**config, **metrics, "epochs": len(trained.history)}
@@ -36,7 +37,6 @@ def finish(
     write_json(paths.GENERATIVE_METRICS / f"{slug}.json", record)
     write_csv(paths.GENERATIVE_PLOTS / f"{slug}.csv", trained.history, ["epoch", *HISTORY_KEYS])
     picks = one_per_class(splits.y_test, 10)
-    decoded = trained.decoded_test[picks].numpy()
     predicted = classifier(trained.decoded_test[picks]).argmax(1).tolist()
     captions = [
         f"{splits.class_names[splits.y_test[i]]}→{splits.class_names[p]}"
@@ -44,7 +44,7 @@ def finish(
     ]
     figure = plot_reconstructions(
         splits.x_test[picks],
-        [(name, np.asarray(decoded))],
+        [(name, trained.decoded_test[picks].numpy())],
         captions,
         f"{title} (caption: true → classifier on decoded)",
     )

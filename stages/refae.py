@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import argparse
 
-import torch
-
 from pipeline.data import Splits
 from pipeline.decode import train_refae
 from pipeline.errors import ParamsError
@@ -45,16 +43,15 @@ def main() -> None:
             paths.model_dir(name) / "checkpoints",
             run.lightning_logger(),
         )
-        with torch.inference_mode():
-            finish(
-                run,
-                name,
-                trained,
-                splits,
-                classifier,
-                {"kind": "refae", "layer": args.layer, "alpha": None},
-                f"Reference autoencoder, layer {args.layer}",
-            )
+        finish(
+            run,
+            name,
+            trained,
+            splits,
+            classifier,
+            {"kind": "refae", "layer": args.layer, "alpha": None},
+            f"Reference autoencoder, layer {args.layer}",
+        )
 
 
 if __name__ == "__main__":
