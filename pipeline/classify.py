@@ -12,12 +12,11 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
 from pytorch_lightning.callbacks import Callback
-from torch import nn
 
 from pipeline import training
 from pipeline.data import Splits
+from pipeline.inference import predict_proba
 from pipeline.models import archs
 from pipeline.models import classifier as classifier_module
 from pipeline.models.classifier import ClassifierModule
@@ -25,20 +24,6 @@ from pipeline.params import Params
 from pipeline.training import InMemoryImages, fit
 
 HISTORY_KEYS = ("train_loss", "train_acc", "val_loss", "val_acc")
-
-
-@torch.inference_mode()
-def predict_proba(net: nn.Module, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
-    """Softmax probabilities for uint8 images, in eval mode, restoring the mode after."""
-    was_training = net.training
-    net.eval()
-    device = next(net.parameters()).device
-    out = []
-    for start in range(0, len(images), batch_size):
-        batch = torch.as_tensor(images[start : start + batch_size], device=device)
-        out.append(F.softmax(net(batch.float() / 255.0).float(), dim=1).cpu())
-    net.train(was_training)
-    return torch.cat(out).numpy() if out else np.zeros((0, 0), dtype=np.float32)
 
 
 class PredictionRecorder(Callback):

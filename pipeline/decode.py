@@ -4,7 +4,6 @@ computed once, the shared fit loop, test-split reconstruction metrics, export.""
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from torch import Tensor, nn
 
 from pipeline import training
 from pipeline.data import Splits
+from pipeline.inference import as_float_images, batched, layer_codes
 from pipeline.io import atomic_path
 from pipeline.models import archs, decoding, generative
 from pipeline.models.archs import ImageClassifier
@@ -36,28 +36,6 @@ HISTORY_KEYS = (
     "train_kl",
     "val_kl",
 )
-
-
-@torch.inference_mode()
-def layer_codes(
-    classifier: nn.Module, layer: str, images: np.ndarray, batch_size: int = 512
-) -> Tensor:
-    """The frozen classifier's activations at `layer` for uint8 images."""
-    encoder = LayerEncoder(classifier.eval(), layer)
-    out = [
-        encoder(torch.as_tensor(images[i : i + batch_size]).float() / 255.0)
-        for i in range(0, len(images), batch_size)
-    ]
-    return torch.cat(out)
-
-
-@torch.inference_mode()
-def batched(fn: Callable[[Tensor], Tensor], inputs: Tensor, batch_size: int = 512) -> Tensor:
-    return torch.cat([fn(inputs[i : i + batch_size]) for i in range(0, len(inputs), batch_size)])
-
-
-def as_float_images(images: np.ndarray) -> Tensor:
-    return torch.as_tensor(images).float() / 255.0
 
 
 @torch.inference_mode()

@@ -17,6 +17,14 @@ from pipeline.errors import ParamsError
 
 DATASETS = ("mnist_embedded", "mnist", "fashion_mnist", "cifar10", "imagefolder")
 ARCHS = ("small_cnn", "cladec_cnn", "cifar_cnn")
+ATTRIBUTION_METHODS = (
+    "saliency",
+    "guided_backprop",
+    "integrated_gradients",
+    "gradcam",
+    "shap",
+    "lime",
+)
 ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "tpu", "auto")
 STRATEGIES = (
     "auto",
@@ -129,6 +137,82 @@ class ClaDecParams(_Strict):
         return value
 
 
+class SelectParams(_Strict):
+    per_class: PositiveInt = 4
+    misclassified: Annotated[int, Field(ge=0)] = 10
+    confused_pairs: Annotated[int, Field(ge=0)] = 3
+
+
+class _MethodParams(_Strict):
+    batch_size: PositiveInt = 256
+
+
+class SaliencyParams(_MethodParams):
+    absolute: bool = True
+
+
+class GuidedBackpropParams(_MethodParams):
+    pass
+
+
+class IntegratedGradientsParams(_MethodParams):
+    steps: Annotated[int, Field(ge=2)] = 32
+    baseline: Literal["black", "white", "mean", "blur"] = "black"
+    blur_sigma: PositiveFloat = 3.0
+
+
+class GradCAMParams(_MethodParams):
+    layer: Annotated[str, Field(min_length=1)] = "conv"
+
+
+class ShapParams(_MethodParams):
+    explainer: Literal["gradient", "partition"] = "gradient"
+    background: PositiveInt = 100
+    samples: PositiveInt = 200
+    max_evals: Annotated[int, Field(ge=10)] = 500
+    blur: Annotated[int, Field(ge=1)] = 7
+
+
+class LimeParams(_MethodParams):
+    segmentation: Literal["slic", "quickshift"] = "slic"
+    segments: Annotated[int, Field(ge=2)] = 40
+    compactness: PositiveFloat = 0.2
+    kernel_size: PositiveFloat = 2.0
+    max_dist: PositiveFloat = 6.0
+    samples: Annotated[int, Field(ge=10)] = 1000
+    kernel_width: PositiveFloat = 0.25
+    fill: Literal["black", "mean"] = "black"
+    features: PositiveInt = 5
+
+
+class ExplainParams(_Strict):
+    methods: Annotated[list[Literal[ATTRIBUTION_METHODS]], Field(min_length=1)] = list(  # type: ignore[valid-type]
+        ATTRIBUTION_METHODS
+    )
+    saliency: SaliencyParams = SaliencyParams()
+    guided_backprop: GuidedBackpropParams = GuidedBackpropParams()
+    integrated_gradients: IntegratedGradientsParams = IntegratedGradientsParams()
+    gradcam: GradCAMParams = GradCAMParams()
+    shap: ShapParams = ShapParams()
+    lime: LimeParams = LimeParams()
+
+    @field_validator("methods")
+    @classmethod
+    def _unique(cls, value: list) -> list:
+        if len(set(value)) != len(value):
+            raise ValueError(f"entries must be unique, got {value}")
+        return value
+
+
+class EvaluateParams(_Strict):
+    steps: Annotated[int, Field(ge=2)] = 28
+    deletion_value: Fraction = 0.0
+    insertion_blur_sigma: PositiveFloat = 4.0
+    random_seeds: PositiveInt = 3
+    sanity_instances: PositiveInt = 16
+    sanity_threshold: Annotated[float, Field(gt=-1, lt=1)] = 0.5
+
+
 class TrainerParams(_Strict):
     accelerator: Literal[ACCELERATORS] = "cpu"  # type: ignore[valid-type]
     devices: int | list[int] | str = 1
@@ -164,6 +248,9 @@ class Params(_Strict):
     classifier: ClassifierParams = ClassifierParams()
     vae: VAEParams = VAEParams()
     cladec: ClaDecParams = ClaDecParams()
+    select: SelectParams = SelectParams()
+    explain: ExplainParams = ExplainParams()
+    evaluate: EvaluateParams = EvaluateParams()
     trainer: TrainerParams = TrainerParams()
     tracking: TrackingParams = TrackingParams()
 
@@ -175,6 +262,7 @@ class Params(_Strict):
         for key, layers in (
             ("cladec.layers", self.cladec.layers),
             ("cladec.variational.layers", self.cladec.variational.layers),
+            ("explain.gradcam.layer", [self.explain.gradcam.layer]),
         ):
             for layer in layers:
                 if layer not in known:

@@ -8,7 +8,7 @@ import argparse
 from pipeline.data import Splits
 from pipeline.decode import train_cladec
 from pipeline.errors import ParamsError
-from pipeline.models.classifier import load_classifier
+from pipeline.models.export import load_classifier
 from pipeline.params import load_params
 from pipeline.tracking import stage_run
 from stages import paths

@@ -8,12 +8,13 @@ import time
 
 import numpy as np
 
-from pipeline.classify import HISTORY_KEYS, classification_metrics, predict_proba, train_classifier
+from pipeline.classify import HISTORY_KEYS, classification_metrics, train_classifier
 from pipeline.data import Splits
 from pipeline.figures.common import save_figure
 from pipeline.figures.training import plot_confusion_matrix, plot_training_curves
+from pipeline.inference import predict_proba
 from pipeline.io import atomic_path, write_csv, write_json
-from pipeline.models.classifier import save_classifier
+from pipeline.models.export import save_classifier
 from pipeline.params import load_params
 from pipeline.tracking import is_rank_zero, stage_run
 from stages import paths

@@ -9,8 +9,9 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.data import Splits
-from pipeline.decode import as_float_images, batched, train_vae
-from pipeline.models.classifier import load_classifier
+from pipeline.decode import train_vae
+from pipeline.inference import as_float_images, batched
+from pipeline.models.export import load_classifier
 from pipeline.models.generative import kl_divergence
 from pipeline.params import load_params
 from pipeline.tracking import stage_run

@@ -7,7 +7,8 @@ import torch
 
 from pipeline.errors import ParamsError, PipelineError
 from pipeline.models import build_classifier, layer_names, resolve_layer
-from pipeline.models.classifier import ClassifierModule, load_classifier, save_classifier
+from pipeline.models.classifier import ClassifierModule
+from pipeline.models.export import load_classifier, save_classifier
 
 SHAPES = [(1, 28, 28), (3, 32, 32), (3, 20, 24)]
 ARCHS = ["small_cnn", "cladec_cnn", "cifar_cnn"]
