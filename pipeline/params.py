@@ -209,7 +209,7 @@ class EvaluateParams(_Strict):
     deletion_value: Fraction = 0.0
     insertion_blur_sigma: PositiveFloat = 4.0
     random_seeds: PositiveInt = 3
-    sanity_instances: PositiveInt = 16
+    sanity_instances: PositiveInt = 10
     sanity_threshold: Annotated[float, Field(gt=-1, lt=1)] = 0.5
 
 

@@ -93,14 +93,14 @@ class StageRun:
     client: Any  # mlflow.MlflowClient; typed loosely so importing this module stays cheap
 
     def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
-        """Numeric leaves only (NaN and text are skipped), in one batch."""
+        """Numeric leaves only (NaN and text are skipped; flags count as 1 / 0), in one batch."""
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
         batch = [
             Metric(key, float(value), now, step or 0)
             for key, value in flatten(metrics).items()
-            if isinstance(value, int | float) and not isinstance(value, bool) and value == value
+            if isinstance(value, int | float) and value == value
         ]
         if batch:
             self.client.log_batch(self.run_id, metrics=batch)

@@ -28,3 +28,19 @@ CLADEC_ALPHA_FIG = Path("reports/figures/cladec_alpha_tradeoff.png")
 def model_dir(name: str) -> Path:
     """models/<kind>/<variant>: e.g. models/cladec/dense-0.5, models/refae/conv, models/vae."""
     return Path("models") / name
+
+
+SELECTION = Path("explanations/selection.npz")
+SELECTION_METRICS = Path("metrics/select.json")
+ATTRIBUTIONS = Path("explanations/attributions")
+EXPLAIN_METRICS = Path("metrics/explain")
+EVALUATE_METRICS = Path("metrics/evaluate.json")
+EVALUATE_PLOTS = Path("plots/evaluate")
+EVALUATE_TABLE = Path("reports/evaluate_table.md")
+ATTRIBUTION_FIGURES = Path("reports/figures/attributions")
+EVALUATE_FIG = Path("reports/figures/evaluate.png")
+
+
+def attribution_file(method: str) -> Path:
+    """explanations/attributions/<method>.npz"""
+    return ATTRIBUTIONS / f"{method}.npz"

@@ -63,6 +63,10 @@ def workspace(tmp_path_factory) -> Path:
     params["vae"].update(epochs=1, latent_dim=4)
     params["cladec"].update(layers=["dense"], alphas=[0.0, 0.5], epochs=1)
     params["cladec"]["variational"]["layers"] = []  # an empty list turns it off
+    params["select"].update(per_class=1, misclassified=2, confused_pairs=2)
+    params["explain"]["methods"] = ["saliency", "gradcam", "lime"]
+    params["explain"]["lime"]["samples"] = 100
+    params["evaluate"].update(steps=8, random_seeds=1, sanity_instances=2)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     sh(["git", "init", "-q"], root)
     # DVC commits experiments: give the copy an identity even where git has none (CI)
@@ -181,6 +185,45 @@ def test_generative_stages_write_the_cladec_table(workspace):
     assert {"vae", "refvae", "cladec@dense-0.0", "cladec@dense-0.5", "refae@dense"} <= names
 
 
+def test_explanations_are_computed_scored_and_drawn(workspace):
+    import numpy as np
+
+    with np.load(workspace / "explanations/selection.npz") as selection:
+        count = len(selection["indices"])
+        assert count >= 10  # one correct image per class, plus the misclassified
+    for method in ("saliency", "gradcam", "lime"):
+        with np.load(workspace / f"explanations/attributions/{method}.npz") as stored:
+            assert stored["predicted"].shape[0] == count
+            assert stored["predicted"].shape[-2:] == (28, 28)
+        for group in ("correct", "misclassified"):
+            figure = workspace / f"reports/figures/attributions/{method}_{group}.png"
+            assert figure.stat().st_size > 2000, figure
+        assert (workspace / f"plots/evaluate/deletion/{method}.csv").read_text().count("\n") == 10
+    scores = json.loads((workspace / "metrics/evaluate.json").read_text())["methods"]
+    assert set(scores) == {"random", "saliency", "gradcam", "lime"}
+    for method in ("saliency", "gradcam", "lime"):
+        assert 0 <= scores[method]["deletion_auc"] <= 1
+        assert isinstance(scores[method]["sanity_passed"], bool)
+    assert (workspace / "reports/figures/evaluate.png").stat().st_size > 10000
+    assert "| saliency |" in (workspace / "reports/evaluate_table.md").read_text()
+    (evaluate_run,) = runs(workspace, "evaluate")
+    assert "saliency.deletion_auc" in " ".join(evaluate_run.data.metrics)
+    (lime_run,) = runs(workspace, "explain@lime")
+    assert lime_run.data.params["explain.lime.samples"] == "100"
+
+
+def test_changing_a_method_param_reruns_that_method_and_the_evaluation_only(workspace):
+    original = (workspace / "params.yaml").read_text()
+    params = yaml.safe_load(original)
+    params["explain"]["lime"]["samples"] = 200
+    (workspace / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    try:
+        status = sh(["dvc", "status", "--json"], workspace)
+    finally:
+        (workspace / "params.yaml").write_text(original)
+    assert set(json.loads(status)) == {"explain@lime", "evaluate"}
+
+
 def test_adding_an_alpha_adds_one_stage_per_layer_and_nothing_else(workspace):
     original = (workspace / "params.yaml").read_text()
     params = yaml.safe_load(original)
@@ -194,7 +237,7 @@ def test_adding_an_alpha_adds_one_stage_per_layer_and_nothing_else(workspace):
 
 
 def test_changing_lr_reruns_only_the_classifier_and_both_runs_compare(workspace):
-    out = sh(["dvc", "exp", "run", "-S", "classifier.lr=0.003"], workspace)
+    out = sh(["dvc", "exp", "run", "-S", "classifier.lr=0.003", "classifier"], workspace)
     assert "Stage 'data' didn't change, skipping" in out
     assert "Running stage 'classifier'" in out
     assert "Running stage 'data'" not in out
@@ -209,7 +252,8 @@ def test_changing_lr_reruns_only_the_classifier_and_both_runs_compare(workspace)
 
 
 def test_queued_experiment_logs_into_the_workspace_store(workspace):
-    sh(["dvc", "exp", "run", "--queue", "-S", "classifier.lr=0.005"], workspace)
+    # the target keeps the queued run short: the classifier and what it needs
+    sh(["dvc", "exp", "run", "--queue", "-S", "classifier.lr=0.005", "classifier"], workspace)
     sh(["dvc", "queue", "start"], workspace)
     deadline = time.time() + 300
     while time.time() < deadline:

@@ -119,7 +119,9 @@ def test_unchanged_model_gives_correlation_one(trained_cnn) -> None:
         randomise=lambda module, generator: None,
     )
     assert len(rows) == len(cascade_layers(model))
-    assert all(r["spearman"] == pytest.approx(1.0) and r["ssim"] == pytest.approx(1.0) for r in rows)
+    assert all(
+        r["spearman"] == pytest.approx(1.0) and r["ssim"] == pytest.approx(1.0) for r in rows
+    )
 
 
 def test_randomization_breaks_weight_dependent_maps_only(trained_cnn) -> None:

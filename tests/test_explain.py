@@ -145,8 +145,15 @@ def test_lime_recovers_a_linear_model_on_superpixels() -> None:
 
     class Quadrants(torch.nn.Module):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            on = torch.stack([x[:, 0, :8, :8].mean((1, 2)), x[:, 0, :8, 8:].mean((1, 2)),
-                              x[:, 0, 8:, :8].mean((1, 2)), x[:, 0, 8:, 8:].mean((1, 2))], 1)
+            on = torch.stack(
+                [
+                    x[:, 0, :8, :8].mean((1, 2)),
+                    x[:, 0, :8, 8:].mean((1, 2)),
+                    x[:, 0, 8:, :8].mean((1, 2)),
+                    x[:, 0, 8:, 8:].mean((1, 2)),
+                ],
+                1,
+            )
             score = (on * contribution).sum(1) / 4
             return torch.stack([-score, score], 1)
 

@@ -23,8 +23,11 @@ def with_value(dotted: str, value: object) -> dict:
     node = raw
     *parents, leaf = dotted.split(".")
     for key in parents:
-        node = node[key]
-    node[leaf] = value
+        node = node[int(key)] if isinstance(node, list) else node[key]
+    if isinstance(node, list):
+        node[int(leaf)] = value
+    else:
+        node[leaf] = value
     return raw
 
 
@@ -63,6 +66,23 @@ def test_repository_params_are_valid_and_match_schema_defaults():
         ("trainer.strategy", "magic", "'ddp'"),
         ("seed", -5, "greater than or equal to 0"),
         ("tracking.experiment", "", "at least 1"),
+        ("select.per_class", 0, "greater than 0"),
+        ("select.misclassified", -1, "greater than or equal to 0"),
+        ("explain.methods", [], "at least 1"),
+        ("explain.methods", ["saliency", "saliency"], "unique"),
+        ("explain.methods.0", "occlusion", "'integrated_gradients'"),
+        ("explain.integrated_gradients.steps", 1, "greater than or equal to 2"),
+        ("explain.integrated_gradients.baseline", "grey", "'blur'"),
+        ("explain.gradcam.layer", "block9", "unknown layer"),
+        ("explain.shap.explainer", "kernel", "'partition'"),
+        ("explain.shap.background", 0, "greater than 0"),
+        ("explain.lime.segmentation", "felzenszwalb", "'quickshift'"),
+        ("explain.lime.samples", 5, "greater than or equal to 10"),
+        ("explain.lime.kernel_width", 0, "greater than 0"),
+        ("explain.saliency.batch_size", 0, "greater than 0"),
+        ("evaluate.steps", 1, "greater than or equal to 2"),
+        ("evaluate.deletion_value", 2, "less than or equal to 1"),
+        ("evaluate.sanity_threshold", 1, "less than 1"),
     ],
 )
 def test_bad_value_names_key_value_and_what_is_allowed(key, value, expected):

@@ -13,10 +13,10 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run_stage(stage: str, cwd: Path) -> subprocess.CompletedProcess:
+def run_stage(stage: str, cwd: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO), "MLFLOW_TRACKING_URI": f"sqlite:///{cwd}/m.db"}
     return subprocess.run(
-        [sys.executable, "-m", f"stages.{stage}"],
+        [sys.executable, "-m", f"stages.{stage}", *args],
         cwd=cwd,
         env=env,
         capture_output=True,
@@ -64,6 +64,33 @@ def test_unreachable_dataset_fails_with_a_hint(tmp_path):
     assert not (tmp_path / "data").exists()
 
 
+def test_bad_method_param_stops_the_explain_stage(tmp_path):
+    write_params(tmp_path, explain={"lime": {"segmentation": "felzenszwalb"}})
+    result = run_stage("explain", tmp_path, "--method", "lime")
+    assert result.returncode == 2
+    assert (
+        "explain: error: params.yaml: explain.lime.segmentation = 'felzenszwalb'" in result.stderr
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
+
+
+def test_unknown_method_is_refused_by_the_explain_stage(tmp_path):
+    write_params(tmp_path)
+    result = run_stage("explain", tmp_path, "--method", "occlusion")
+    assert result.returncode == 2
+    assert "invalid choice: 'occlusion'" in result.stderr
+
+
+def test_explain_stages_without_their_inputs_say_what_to_run(tmp_path):
+    write_params(tmp_path)
+    result = run_stage("select", tmp_path)
+    assert result.returncode == 2
+    assert "data/dataset.npz not found: run the data stage first" in result.stderr
+    result = run_stage("evaluate_figure", tmp_path)
+    assert result.returncode == 2
+    assert "metrics/evaluate.json not found: run `dvc repro evaluate`" in result.stderr
+
+
 def test_dvc_matrix_expands_to_one_stage_per_layer_and_alpha():
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     out = subprocess.run(
@@ -84,3 +111,7 @@ def test_dvc_matrix_expands_to_one_stage_per_layer_and_alpha():
     assert {f"refae@{layer}" for layer in params["layers"]} <= set(out)
     assert {f"vcladec@{layer}" for layer in params["variational"]["layers"]} <= set(out)
     assert {"data", "classifier", "vae", "refvae", "cladec_report"} <= set(out)
+    methods = yaml.safe_load((REPO / "params.yaml").read_text())["explain"]["methods"]
+    assert {f"explain@{m}" for m in methods} == {n for n in out if n.startswith("explain@")}
+    assert {f"attribution_figures@{m}" for m in methods} <= set(out)
+    assert {"select", "evaluate", "evaluate_figure"} <= set(out)

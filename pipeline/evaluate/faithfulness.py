@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pipeline.explain.perturb import gaussian_blur
+from pipeline.inference import channels_last
 
 
 @dataclass
@@ -54,7 +55,9 @@ def reveal_masks(maps: np.ndarray, steps: int) -> Tensor:
 @torch.inference_mode()
 def _scores(model: nn.Module, images: Tensor, classes: Tensor, batch_size: int) -> Tensor:
     probs = [
-        F.softmax(model(images[i : i + batch_size]), dim=1).gather(1, classes[i : i + batch_size, None])
+        F.softmax(model(channels_last(images[i : i + batch_size])), dim=1).gather(
+            1, classes[i : i + batch_size, None]
+        )
         for i in range(0, len(images), batch_size)
     ]
     return torch.cat(probs).flatten()

@@ -25,13 +25,20 @@ def _in_batches(
 
 
 def saliency(
-    model: nn.Module, images: Tensor, targets: Tensor, *, absolute: bool = True, batch_size: int = 256
+    model: nn.Module,
+    images: Tensor,
+    targets: Tensor,
+    *,
+    absolute: bool = True,
+    batch_size: int = 256,
 ) -> np.ndarray:
     """Gradient of the class logit with respect to the pixels (Simonyan et al. 2014)."""
     from captum.attr import Saliency
 
     method = Saliency(model)
-    return _in_batches(lambda x, t: method.attribute(x, target=t, abs=absolute), images, targets, batch_size)
+    return _in_batches(
+        lambda x, t: method.attribute(x, target=t, abs=absolute), images, targets, batch_size
+    )
 
 
 def guided_backprop(

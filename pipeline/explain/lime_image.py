@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pipeline.inference import channels_last
+
 
 @dataclass
 class LimeResult:
@@ -63,7 +65,9 @@ def kernel_weights(patterns: np.ndarray, kernel_width: float) -> np.ndarray:
     return np.sqrt(np.exp(-(distance**2) / kernel_width**2))
 
 
-def weighted_ridge(x: np.ndarray, y: np.ndarray, w: np.ndarray, alpha: float = 1.0) -> tuple[np.ndarray, float]:
+def weighted_ridge(
+    x: np.ndarray, y: np.ndarray, w: np.ndarray, alpha: float = 1.0
+) -> tuple[np.ndarray, float]:
     """Coefficients of y ~ x (with an unpenalised intercept) minimising
     Σ w (y - x·b - c)² + alpha |b|², and the weighted R²: sklearn Ridge's solution."""
     mean_x = (w[:, None] * x).sum(0) / w.sum()
@@ -82,7 +86,10 @@ def perturbed(image: Tensor, labels: Tensor, patterns: Tensor, fill: str) -> Ten
     if fill == "mean":
         count = torch.bincount(labels.flatten(), minlength=patterns.shape[1]).clamp(min=1)
         sums = torch.stack(
-            [torch.bincount(labels.flatten(), weights=ch.flatten(), minlength=patterns.shape[1]) for ch in image]
+            [
+                torch.bincount(labels.flatten(), weights=ch.flatten(), minlength=patterns.shape[1])
+                for ch in image
+            ]
         )
         background = (sums / count)[:, labels].to(image.dtype)
     elif fill == "black":
@@ -123,7 +130,9 @@ def explain(
         labels = (
             segment_maps[i]
             if segment_maps is not None
-            else segment(images[i].numpy(), segmentation, segments, compactness, kernel_size, max_dist)
+            else segment(
+                images[i].numpy(), segmentation, segments, compactness, kernel_size, max_dist
+            )
         )
         maps[i] = labels
         k = int(labels.max()) + 1
@@ -135,8 +144,10 @@ def explain(
         label_t = torch.as_tensor(labels)
         probs = []
         for start in range(0, len(on), batch_size):
-            batch = perturbed(images[i], label_t, torch.as_tensor(on[start : start + batch_size]), fill)
-            probs.append(F.softmax(model(batch), dim=1)[:, int(targets[i])])
+            batch = perturbed(
+                images[i], label_t, torch.as_tensor(on[start : start + batch_size]), fill
+            )
+            probs.append(F.softmax(model(channels_last(batch)), dim=1)[:, int(targets[i])])
         y = torch.cat(probs).double().numpy()
         coef, score = weighted_ridge(on.astype(np.float64), y, kernel_weights(on, kernel_width))
         weights.append(coef.astype(np.float32))

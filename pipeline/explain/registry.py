@@ -36,7 +36,9 @@ SIGNED = {
 def method_function(method: str) -> Callable[..., np.ndarray]:
     """The `attribute` function of a method, by name."""
     if method not in _MODULES:
-        raise ParamsError(f"unknown attribution method {method!r}; use one of {', '.join(_MODULES)}")
+        raise ParamsError(
+            f"unknown attribution method {method!r}; use one of {', '.join(_MODULES)}"
+        )
     module, name = _MODULES[method]
     return getattr(importlib.import_module(module), name)
 

@@ -61,7 +61,9 @@ def attribute(
     return out
 
 
-def _partition(model: nn.Module, images: Tensor, max_evals: int, blur: int, batch_size: int) -> np.ndarray:
+def _partition(
+    model: nn.Module, images: Tensor, max_evals: int, blur: int, batch_size: int
+) -> np.ndarray:
     import shap
 
     @torch.inference_mode()

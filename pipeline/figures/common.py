@@ -29,3 +29,15 @@ def to_display(image: np.ndarray) -> tuple[np.ndarray, str | None]:
     if array.shape[0] == 1:
         return array[0], "gray"
     return np.clip(array.transpose(1, 2, 0), 0, 1), None
+
+
+def message_figure(message: str, title: str) -> Figure:
+    """A small figure that says why there is nothing to draw (a stage's declared output
+    must exist even when, say, no test image was misclassified)."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 1.6))
+    ax.axis("off")
+    ax.text(0.5, 0.5, message, ha="center", va="center", fontsize=11)
+    fig.suptitle(title)
+    return fig

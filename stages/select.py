@@ -1,0 +1,63 @@
+"""DVC stage `select`: the test instances every explainer and figure works on."""
+
+from __future__ import annotations
+
+import logging
+
+from pipeline.data import Splits
+from pipeline.inference import predict_proba
+from pipeline.io import write_json
+from pipeline.models.export import load_classifier
+from pipeline.params import load_params
+from pipeline.selection import select_instances
+from pipeline.tracking import stage_run
+from stages import paths
+from stages.runner import run_stage
+
+log = logging.getLogger("stages.select")
+
+
+def main() -> None:
+    params = load_params()
+    splits = Splits.load(paths.DATASET)
+    net, names = load_classifier(paths.CLASSIFIER_MODEL)
+    logged = {"seed": params.seed, "select": params.select.model_dump()}
+    with stage_run("select", params.tracking.experiment, splits.dataset, logged) as run:
+        probabilities = predict_proba(net, splits.x_test)
+        selection = select_instances(
+            probabilities,
+            splits.y_test,
+            tuple(names),
+            per_class=params.select.per_class,
+            misclassified=params.select.misclassified,
+            pairs=params.select.confused_pairs,
+            seed=params.seed,
+        )
+        selection.save(paths.SELECTION)
+        summary = {
+            "instances": len(selection),
+            "correct": int((~selection.misclassified).sum()),
+            "misclassified": int(selection.misclassified.sum()),
+            "confused_pairs": [
+                {"true": names[t], "predicted": names[p], "count": int(c)}
+                for t, p, c in selection.pairs
+            ],
+        }
+        write_json(paths.SELECTION_METRICS, summary)
+        run.log_metrics({k: summary[k] for k in ("instances", "correct", "misclassified")})
+        run.log_artifact(paths.SELECTION_METRICS, "metrics")
+    pairs = ", ".join(
+        f"{p['true']}→{p['predicted']} ({p['count']})" for p in summary["confused_pairs"]
+    )
+    log.info(
+        "%d instances (%d correct, %d misclassified); most confused: %s -> %s",
+        summary["instances"],
+        summary["correct"],
+        summary["misclassified"],
+        pairs or "none",
+        paths.SELECTION,
+    )
+
+
+if __name__ == "__main__":
+    run_stage("select", main)
