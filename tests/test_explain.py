@@ -171,3 +171,17 @@ def test_segmentation_labels_are_dense(method) -> None:
     assert set(np.unique(labels)) == set(range(labels.max() + 1))
     rgb = torch.rand(3, 16, 16).numpy()
     assert segment(rgb, method, segments=10).shape == (16, 16)
+
+
+def test_hidden_superpixels_take_their_mean_colour_or_black() -> None:
+    from pipeline.explain.lime_image import perturbed
+
+    image = torch.rand(3, 4, 4)
+    labels = torch.tensor([[0, 0, 1, 1]] * 4)  # left half superpixel 0, right half 1
+    patterns = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    mean_fill = perturbed(image, labels, patterns, "mean")
+    right_mean = image[:, :, 2:].mean((1, 2))[:, None, None].expand(3, 4, 2)
+    assert torch.allclose(mean_fill[0, :, :, 2:], right_mean)  # hidden: its mean colour
+    assert torch.equal(mean_fill[0, :, :, :2], image[:, :, :2])  # kept: untouched
+    black = perturbed(image, labels, patterns, "black")
+    assert black[1, :, :, :2].abs().max() == 0 and torch.equal(black[1, :, :, 2:], image[:, :, 2:])

@@ -83,20 +83,20 @@ def weighted_ridge(
 def perturbed(image: Tensor, labels: Tensor, patterns: Tensor, fill: str) -> Tensor:
     """S×C×H×W images with the superpixels switched off in each pattern hidden."""
     keep = patterns[:, labels].unsqueeze(1).to(image.dtype)  # S×1×H×W
+    if fill == "black":
+        return image * keep
     if fill == "mean":
-        count = torch.bincount(labels.flatten(), minlength=patterns.shape[1]).clamp(min=1)
+        flat = labels.flatten()
+        count = torch.bincount(flat, minlength=patterns.shape[1]).clamp(min=1)
         sums = torch.stack(
             [
-                torch.bincount(labels.flatten(), weights=ch.flatten(), minlength=patterns.shape[1])
+                torch.bincount(flat, weights=ch.flatten(), minlength=patterns.shape[1])
                 for ch in image
             ]
         )
         background = (sums / count)[:, labels].to(image.dtype)
-    elif fill == "black":
-        background = torch.zeros_like(image)
-    else:
-        raise ValueError(f"unknown fill {fill!r}: use black or mean")
-    return image * keep + background * (1 - keep)
+        return background + (image - background) * keep
+    raise ValueError(f"unknown fill {fill!r}: use black or mean")
 
 
 @torch.inference_mode()
