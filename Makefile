@@ -38,6 +38,7 @@ ui: $(STAMP)
 
 bench: $(STAMP)
 	python benchmarks/lightning_overhead.py
+	python benchmarks/lime_vs_package.py
 
 # Re-pin every dependency from pyproject.toml's ranges (needs the package index).
 lock:

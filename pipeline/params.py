@@ -185,6 +185,59 @@ class LimeParams(_MethodParams):
     features: PositiveInt = 5
 
 
+class FeatureMapsParams(_Strict):
+    instances: PositiveInt = 6
+    channels: PositiveInt = 12
+
+
+class ActivationMaxParams(_Strict):
+    layer: Annotated[str, Field(min_length=1)] = "conv"
+    iterations: PositiveInt = 64
+    step: PositiveFloat = 0.05
+
+
+ConceptCounts = Annotated[list[PositiveInt], Field(min_length=1)]
+
+
+class IceParams(_Strict):
+    layer: Annotated[str, Field(min_length=1)] = "conv"
+    concepts: PositiveInt = 5
+    fidelity_concepts: ConceptCounts = [2, 3, 5, 8, 12]
+    images: Annotated[int, Field(ge=10)] = 500
+    presence_threshold: Annotated[float, Field(gt=0, le=1)] = 0.5
+    examples: PositiveInt = 5
+
+
+class InstanceFlowParams(_Strict):
+    epochs: Annotated[int, Field(ge=2)] = 6
+    classes: list[Annotated[int, Field(ge=0)]] | None = None
+    unstable: PositiveInt = 8
+
+
+class VaeWalksParams(_Strict):
+    steps: Annotated[int, Field(ge=2)] = 12
+    pairs_per_class_pair: PositiveInt = 2
+
+
+class CladecExplainParams(_Strict):
+    instances: PositiveInt = 8
+    grid: Annotated[int, Field(ge=2)] = 12
+
+
+class GrandTourParams(_Strict):
+    layers: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)] = [
+        "softmax",
+        "dense",
+    ]
+    instances: Annotated[int, Field(ge=10)] = 1000
+    frames: Annotated[int, Field(ge=2)] = 60
+
+
+class EpochsParams(_Strict):
+    method: Literal["gradcam", "saliency"] = "gradcam"
+    instances: PositiveInt = 6
+
+
 class ExplainParams(_Strict):
     methods: Annotated[list[Literal[ATTRIBUTION_METHODS]], Field(min_length=1)] = list(  # type: ignore[valid-type]
         ATTRIBUTION_METHODS
@@ -195,6 +248,14 @@ class ExplainParams(_Strict):
     gradcam: GradCAMParams = GradCAMParams()
     shap: ShapParams = ShapParams()
     lime: LimeParams = LimeParams()
+    feature_maps: FeatureMapsParams = FeatureMapsParams()
+    activation_max: ActivationMaxParams = ActivationMaxParams()
+    ice: IceParams = IceParams()
+    instanceflow: InstanceFlowParams = InstanceFlowParams()
+    vae_walks: VaeWalksParams = VaeWalksParams()
+    cladec: CladecExplainParams = CladecExplainParams()
+    grand_tour: GrandTourParams = GrandTourParams()
+    epochs: EpochsParams = EpochsParams()
 
     @field_validator("methods")
     @classmethod
@@ -263,6 +324,12 @@ class Params(_Strict):
             ("cladec.layers", self.cladec.layers),
             ("cladec.variational.layers", self.cladec.variational.layers),
             ("explain.gradcam.layer", [self.explain.gradcam.layer]),
+            ("explain.activation_max.layer", [self.explain.activation_max.layer]),
+            ("explain.ice.layer", [self.explain.ice.layer]),
+            (
+                "explain.grand_tour.layers",
+                [n for n in self.explain.grand_tour.layers if n != "softmax"],
+            ),
         ):
             for layer in layers:
                 if layer not in known:

@@ -44,3 +44,28 @@ EVALUATE_FIG = Path("reports/figures/evaluate.png")
 def attribution_file(method: str) -> Path:
     """explanations/attributions/<method>.npz"""
     return ATTRIBUTIONS / f"{method}.npz"
+
+
+INSIDE_PARTS = (
+    "feature_maps",
+    "activation_max",
+    "ice",
+    "instanceflow",
+    "vae_walks",
+    "cladec",
+    "grand_tour",
+    "epochs",
+)
+
+
+def part_dir(part: str) -> Path:
+    """explanations/<part>/: the arrays an inside-the-model stage leaves for its figures."""
+    return Path("explanations") / part
+
+
+def part_metrics(part: str) -> Path:
+    return Path("metrics/explain") / f"{part}.json"
+
+
+def part_figures(part: str) -> Path:
+    return Path("reports/figures") / part

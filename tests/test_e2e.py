@@ -67,6 +67,11 @@ def workspace(tmp_path_factory) -> Path:
     params["explain"]["methods"] = ["saliency", "gradcam", "lime"]
     params["explain"]["lime"]["samples"] = 100
     params["evaluate"].update(steps=8, random_seeds=1, sanity_instances=2)
+    params["explain"]["activation_max"]["iterations"] = 4
+    params["explain"]["ice"].update(images=40, concepts=3, fidelity_concepts=[2, 4], examples=2)
+    params["explain"]["vae_walks"].update(steps=4, pairs_per_class_pair=1)
+    params["explain"]["grand_tour"].update(instances=30, frames=3)
+    params["explain"]["instanceflow"].update(epochs=2, unstable=2)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     sh(["git", "init", "-q"], root)
     # DVC commits experiments: give the copy an identity even where git has none (CI)
@@ -210,6 +215,33 @@ def test_explanations_are_computed_scored_and_drawn(workspace):
     assert "saliency.deletion_auc" in " ".join(evaluate_run.data.metrics)
     (lime_run,) = runs(workspace, "explain@lime")
     assert lime_run.data.params["explain.lime.samples"] == "100"
+
+
+def test_inside_the_model_stages_write_arrays_metrics_and_figures(workspace):
+    figures = {
+        "feature_maps": ["first_layer_filters.png"],
+        "activation_max": ["filters.png", "classes.png"],
+        "ice": ["concept_heatmaps.png", "classes.png", "concept_examples.png", "fidelity.png"],
+        "instanceflow": ["sankey.png", "sankey.html", "unstable_instances.png"],
+        "vae_walks": ["walks.png"],
+        "cladec": ["dense.png"],
+        "grand_tour": ["softmax_rotation.gif", "dense_rotation.html", "dense_epochs.gif"],
+        "epochs": ["gradcam_by_epoch.png"],
+    }
+    for part, names in figures.items():
+        for name in names:
+            assert (workspace / f"reports/figures/{part}/{name}").stat().st_size > 2000, (
+                part,
+                name,
+            )
+        assert json.loads((workspace / f"metrics/explain/{part}.json").read_text()), part
+    ice = json.loads((workspace / "metrics/explain/ice.json").read_text())
+    assert set(ice["fidelity"]) == {"2", "4"}
+    assert 0 <= ice["fidelity"]["4"]["accuracy"] <= 1
+    flow = json.loads((workspace / "metrics/explain/instanceflow.json").read_text())
+    assert flow["instances"] == 25 and flow["epochs"] == 2
+    (run,) = runs(workspace, "figures@grand_tour")
+    assert run.info.status == "FINISHED"
 
 
 def test_changing_a_method_param_reruns_that_method_and_the_evaluation_only(workspace):

@@ -81,6 +81,17 @@ def test_repository_params_are_valid_and_match_schema_defaults():
         ("explain.lime.kernel_width", 0, "greater than 0"),
         ("explain.saliency.batch_size", 0, "greater than 0"),
         ("evaluate.steps", 1, "greater than or equal to 2"),
+        ("explain.ice.concepts", 0, "greater than 0"),
+        ("explain.ice.fidelity_concepts", [], "at least 1"),
+        ("explain.ice.layer", "block7", "unknown layer"),
+        ("explain.activation_max.layer", "nope", "unknown layer"),
+        ("explain.activation_max.iterations", 0, "greater than 0"),
+        ("explain.vae_walks.steps", 0, "greater than or equal to 2"),
+        ("explain.instanceflow.epochs", 1, "greater than or equal to 2"),
+        ("explain.instanceflow.classes", [-1], "greater than or equal to 0"),
+        ("explain.grand_tour.layers", ["softmax", "fc9"], "unknown layer"),
+        ("explain.grand_tour.frames", 1, "greater than or equal to 2"),
+        ("explain.epochs.method", "lime", "'gradcam'"),
         ("evaluate.deletion_value", 2, "less than or equal to 1"),
         ("evaluate.sanity_threshold", 1, "less than 1"),
     ],
@@ -93,7 +104,10 @@ def test_bad_value_names_key_value_and_what_is_allowed(key, value, expected):
     shown_key = key.rsplit(".", 1)[0] if key.startswith("data.split") and "sum" in expected else key
     assert shown_key in first, message
     assert expected in message, message
-    if "sum" not in expected:
+    if isinstance(value, list) and value:
+        # an entry of a list is named on its own (explain.instanceflow.classes.0 = -1)
+        assert any(repr(v) in first for v in value), message
+    elif "sum" not in expected:
         assert repr(value) in first, message
 
 

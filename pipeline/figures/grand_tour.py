@@ -1,0 +1,278 @@
+"""Grand Tour figures: an animated GIF, an interactive offline HTML page, and a static
+grid of frames for reports.
+
+All three take the same inputs: `frames_xy`, a list of N×2 projections of the same N
+instances (see pipeline.explain.grand_tour), `labels`, the class index of each instance,
+`class_names`, and one title per frame. Axes are fixed over the whole tour so that what
+moves is the data, and each class keeps one colour (tab10) everywhere.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.colors import to_hex
+from matplotlib.figure import Figure
+
+from pipeline.io import atomic_path
+
+AXIS_LABELS = ("tour axis 1", "tour axis 2")
+
+
+def _check_inputs(
+    frames_xy: Sequence[np.ndarray],
+    labels: np.ndarray,
+    class_names: Sequence[str],
+    titles: Sequence[str],
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """Arrays ready to draw, or a ValueError that says which input is wrong."""
+    if len(frames_xy) == 0:
+        raise ValueError("a tour needs at least one frame")
+    if len(class_names) == 0:
+        raise ValueError("class_names is empty")
+    if len(titles) != len(frames_xy):
+        raise ValueError(f"got {len(titles)} titles for {len(frames_xy)} frames")
+    classes = np.asarray(labels)
+    if classes.ndim != 1 or classes.size == 0:
+        raise ValueError(f"labels must be a non-empty 1-D array, got shape {classes.shape}")
+    if not np.issubdtype(classes.dtype, np.integer):
+        raise ValueError(f"labels must be integer class indices, got dtype {classes.dtype}")
+    if classes.min() < 0 or classes.max() >= len(class_names):
+        raise ValueError(f"labels must lie in [0, {len(class_names)}) to index class_names")
+    frames = [np.asarray(points, dtype=np.float64) for points in frames_xy]
+    for k, points in enumerate(frames):
+        if points.shape != (classes.size, 2):
+            raise ValueError(
+                f"frame {k} has shape {points.shape}, expected ({classes.size}, 2) to match labels"
+            )
+        if not np.isfinite(points).all():
+            raise ValueError(f"frame {k} contains NaN or infinite values")
+    return frames, classes.astype(np.int64)
+
+
+def _limits(frames: Sequence[np.ndarray]) -> tuple[float, float]:
+    """One symmetric-padded range covering every frame, for both axes."""
+    low = min(float(points.min()) for points in frames)
+    high = max(float(points.max()) for points in frames)
+    pad = 0.05 * (high - low) if high > low else 1.0
+    return low - pad, high + pad
+
+
+def class_colours(count: int) -> list[str]:
+    """Hex colour per class: tab10 up to ten classes, tab20 beyond (cycled if needed)."""
+    cmap = plt.get_cmap("tab10" if count <= 10 else "tab20")
+    return [to_hex(cmap(k % cmap.N)) for k in range(count)]
+
+
+def save_tour_gif(
+    frames_xy: Sequence[np.ndarray],
+    labels: np.ndarray,
+    class_names: Sequence[str],
+    titles: Sequence[str],
+    path: str | Path,
+    fps: int = 10,
+    dpi: int = 80,
+) -> Path:
+    """Write the tour as an animated GIF (one GIF frame per projection) atomically.
+
+    Pillow merges consecutive identical images, so frames that differ in nothing (same
+    points, same title) count once in the file.
+    """
+    from matplotlib.animation import FuncAnimation, PillowWriter
+
+    frames, classes = _check_inputs(frames_xy, labels, class_names, titles)
+    if fps <= 0:
+        raise ValueError(f"fps must be positive, got {fps}")
+    path = Path(path)
+    colours = class_colours(len(class_names))
+    low, high = _limits(frames)
+
+    fig, ax = plt.subplots(figsize=(7.2, 5.6))
+    members = [np.flatnonzero(classes == k) for k in range(len(class_names))]
+    scatters = [
+        ax.scatter(
+            frames[0][index, 0], frames[0][index, 1], s=10, alpha=0.75, color=colour, label=name
+        )
+        for index, colour, name in zip(members, colours, class_names, strict=True)
+    ]
+    ax.set_xlim(low, high)
+    ax.set_ylim(low, high)
+    ax.set_aspect("equal")
+    ax.set_xlabel(AXIS_LABELS[0])
+    ax.set_ylabel(AXIS_LABELS[1])
+    ax.legend(title="class", loc="upper left", bbox_to_anchor=(1.02, 1.0), markerscale=2)
+    heading = ax.set_title(titles[0])
+    fig.tight_layout()
+
+    def draw(k: int) -> list:
+        for scatter, index in zip(scatters, members, strict=True):
+            scatter.set_offsets(frames[k][index])
+        heading.set_text(titles[k])
+        return [*scatters, heading]
+
+    animation = FuncAnimation(fig, draw, frames=len(frames), blit=False, repeat=False)
+    try:
+        with atomic_path(path) as tmp:
+            # PillowWriter picks the image format from the suffix: give it a .gif name
+            # beside the temporary file, then move it onto that file.
+            gif_tmp = tmp.with_name(tmp.name + ".gif")
+            try:
+                animation.save(gif_tmp, writer=PillowWriter(fps=fps), dpi=dpi)
+                os.replace(gif_tmp, tmp)
+            finally:
+                gif_tmp.unlink(missing_ok=True)
+    finally:
+        plt.close(fig)
+    return path
+
+
+def tour_html(
+    frames_xy: Sequence[np.ndarray],
+    labels: np.ndarray,
+    class_names: Sequence[str],
+    titles: Sequence[str],
+    title: str,
+) -> str:
+    """A self-contained HTML page (plotly.js embedded, works offline) with a play button
+    and a slider over the frames; hovering a point shows its instance index and class."""
+    import plotly.graph_objects as go
+
+    frames, classes = _check_inputs(frames_xy, labels, class_names, titles)
+    colours = class_colours(len(class_names))
+    members = [np.flatnonzero(classes == k) for k in range(len(class_names))]
+    low, high = _limits(frames)
+
+    def traces(points: np.ndarray) -> list:
+        return [
+            go.Scatter(
+                x=points[index, 0],
+                y=points[index, 1],
+                mode="markers",
+                name=str(name),
+                marker={"color": colour, "size": 5, "opacity": 0.8},
+                customdata=index,
+                hovertemplate=f"instance %{{customdata}}<br>class {name}<extra></extra>",
+            )
+            for index, colour, name in zip(members, colours, class_names, strict=True)
+        ]
+
+    names = [str(k) for k in range(len(frames))]
+    figure = go.Figure(
+        data=traces(frames[0]),
+        frames=[
+            go.Frame(
+                data=traces(points), name=name, layout={"title": {"text": f"{title}<br>{label}"}}
+            )
+            for points, name, label in zip(frames, names, titles, strict=True)
+        ],
+    )
+    play = {
+        "frame": {"duration": 100, "redraw": False},
+        "transition": {"duration": 0},
+        "fromcurrent": True,
+        "mode": "immediate",
+    }
+    pause = {
+        "frame": {"duration": 0, "redraw": False},
+        "transition": {"duration": 0},
+        "mode": "immediate",
+    }
+    figure.update_layout(
+        title={"text": f"{title}<br>{titles[0]}"},
+        xaxis={"range": [low, high], "title": {"text": AXIS_LABELS[0]}},
+        yaxis={
+            "range": [low, high],
+            "title": {"text": AXIS_LABELS[1]},
+            "scaleanchor": "x",
+            "scaleratio": 1,
+        },
+        legend={"title": {"text": "class"}},
+        width=820,
+        height=800,
+        margin={"b": 150},
+        updatemenus=[
+            {
+                "type": "buttons",
+                "direction": "left",
+                "x": 0.0,
+                "y": -0.12,
+                "xanchor": "left",
+                "yanchor": "top",
+                "buttons": [
+                    {"label": "Play", "method": "animate", "args": [None, play]},
+                    {"label": "Pause", "method": "animate", "args": [[None], pause]},
+                ],
+            }
+        ],
+        sliders=[
+            {
+                "active": 0,
+                "x": 0.15,
+                "len": 0.85,
+                "y": -0.12,
+                "yanchor": "top",
+                "currentvalue": {"prefix": "frame "},
+                "steps": [
+                    {"label": name, "method": "animate", "args": [[name], pause]} for name in names
+                ],
+            }
+        ],
+    )
+    return figure.to_html(include_plotlyjs=True, full_html=True)
+
+
+def plot_tour_frames(
+    frames_xy: Sequence[np.ndarray],
+    labels: np.ndarray,
+    class_names: Sequence[str],
+    titles: Sequence[str],
+    columns: int = 4,
+    title: str = "Grand Tour: rotating linear projections of the activations",
+) -> Figure:
+    """A static grid of the given frames on shared axes, with one legend, for reports."""
+    frames, classes = _check_inputs(frames_xy, labels, class_names, titles)
+    if columns < 1:
+        raise ValueError(f"columns must be at least 1, got {columns}")
+    colours = class_colours(len(class_names))
+    low, high = _limits(frames)
+    cols = min(columns, len(frames))
+    rows = math.ceil(len(frames) / cols)
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(3.0 * cols + 1.8, 3.0 * rows + 0.8), squeeze=False
+    )
+    for ax in axes.flat[len(frames) :]:
+        ax.set_visible(False)
+    handles = []
+    for k, (ax, points, label) in enumerate(zip(axes.flat, frames, titles, strict=False)):
+        for cls, (colour, name) in enumerate(zip(colours, class_names, strict=True)):
+            index = classes == cls
+            handle = ax.scatter(
+                points[index, 0], points[index, 1], s=6, alpha=0.75, color=colour, label=name
+            )
+            if k == 0:
+                handles.append(handle)
+        ax.set_xlim(low, high)
+        ax.set_ylim(low, high)
+        ax.set_aspect("equal")
+        ax.set_title(label, fontsize=9)
+        ax.tick_params(labelsize=7)
+        if k % cols == 0:
+            ax.set_ylabel(AXIS_LABELS[1])
+        if k >= len(frames) - cols:
+            ax.set_xlabel(AXIS_LABELS[0])
+    fig.legend(
+        handles,
+        [str(name) for name in class_names],
+        title="class",
+        loc="center left",
+        bbox_to_anchor=(1.0, 0.5),
+        markerscale=2,
+    )
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig

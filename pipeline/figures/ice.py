@@ -1,0 +1,206 @@
+"""ICE figures: where each concept lies in the images, which classes it goes with, the
+images that show it most and least, and how many concepts the model needs.
+
+Concept maps are non-negative, so they use a sequential colour map, each concept scaled
+by its own largest score among the images drawn (1 = the strongest occurrence shown);
+class weights are signed and use a diverging map centred at 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from pipeline.figures.common import message_figure, to_display
+
+CONCEPT_CMAP = "inferno"
+WEIGHT_CMAP = "RdBu_r"
+
+
+def _bare(ax: Axes) -> None:
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_frame_on(False)
+
+
+def _overlay(ax: Axes, image: np.ndarray, heat: np.ndarray | None) -> Any:
+    """Draw the image, faded when a heat map (already scaled to [0, 1]) goes on top."""
+    array, cmap = to_display(image)
+    ax.imshow(array, cmap=cmap, vmin=0, vmax=1, alpha=1.0 if heat is None else 0.45)
+    if heat is None:
+        return None
+    return ax.imshow(heat, cmap=CONCEPT_CMAP, vmin=0, vmax=1, alpha=0.7)
+
+
+def _scale(values: np.ndarray) -> float:
+    peak = float(np.max(values)) if np.size(values) else 0.0
+    return peak if peak > 0 else 1.0
+
+
+def plot_concept_heatmaps(images: np.ndarray, maps: np.ndarray, titles: Sequence[str]) -> Figure:
+    """images: uint8 N×C×H×W; maps: N×n×H×W concept maps at image size; one row per image,
+    the image first, then each concept's map over it."""
+    n_images, n_concepts = maps.shape[:2]
+    fig, axes = plt.subplots(
+        n_images,
+        n_concepts + 1,
+        figsize=(1.3 * (n_concepts + 1) + 1.2, 1.35 * n_images + 0.8),
+        squeeze=False,
+    )
+    scales = [_scale(maps[:, k]) for k in range(n_concepts)]
+    mappable = None
+    for i in range(n_images):
+        _bare(axes[i, 0])
+        _overlay(axes[i, 0], images[i], None)
+        axes[i, 0].set_ylabel(titles[i], fontsize=7)
+        for k in range(n_concepts):
+            ax = axes[i, k + 1]
+            _bare(ax)
+            mappable = _overlay(ax, images[i], maps[i, k] / scales[k])
+    axes[0, 0].set_title("image", fontsize=8)
+    for k in range(n_concepts):
+        axes[0, k + 1].set_title(f"concept {k}", fontsize=8)
+    if mappable is not None:
+        bar = fig.colorbar(mappable, ax=axes.ravel().tolist(), shrink=0.6, pad=0.01)
+        bar.set_label("concept score / concept's max over these images")
+    fig.suptitle("ICE concept maps: where each NMF concept of the layer is active")
+    return fig
+
+
+def plot_class_concepts(
+    presence: np.ndarray, weights: np.ndarray, class_names: Sequence[str]
+) -> Figure:
+    """presence, weights: K×n (from class_presence and class_weights); left the share of
+    each class's images showing each concept, right each concept's effect on each logit."""
+    n_classes, n_concepts = presence.shape
+    bar_width = max(4.5, 0.15 * n_classes * n_concepts + 1.5)
+    heat_width = max(3.5, 0.4 * n_concepts + 2.0)
+    fig, (ax_bar, ax_heat) = plt.subplots(
+        1,
+        2,
+        figsize=(bar_width + heat_width, max(4.2, 0.3 * n_classes + 2.5)),
+        gridspec_kw={"width_ratios": [bar_width, heat_width]},
+    )
+    x = np.arange(n_classes)
+    width = 0.8 / n_concepts
+    colours = plt.get_cmap("tab10" if n_concepts <= 10 else "tab20")
+    for k in range(n_concepts):
+        ax_bar.bar(
+            x - 0.4 + (k + 0.5) * width,
+            np.nan_to_num(presence[:, k]),
+            width,
+            color=colours(k % colours.N),
+            label=f"concept {k}",
+        )
+    for k in np.flatnonzero(np.isnan(presence).all(axis=1)):
+        ax_bar.text(k, 0.02, "no images", ha="center", va="bottom", fontsize=7, rotation=90)
+    ax_bar.set_xticks(x, class_names, rotation=45 if n_classes > 5 else 0, ha="right")
+    ax_bar.set_ylim(0, 1.05)
+    ax_bar.set_xlabel("class")
+    ax_bar.set_ylabel("share of the class's images with the concept")
+    ax_bar.set_title("concept presence per class", fontsize=10)
+    ax_bar.legend(fontsize=7, ncol=max(1, n_concepts // 8), loc="upper right")
+    ax_bar.grid(axis="y", alpha=0.3)
+
+    finite = np.abs(weights[np.isfinite(weights)])
+    limit = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
+    image = ax_heat.imshow(weights, cmap=WEIGHT_CMAP, vmin=-limit, vmax=limit, aspect="auto")
+    ax_heat.set_xticks(np.arange(n_concepts), [str(k) for k in range(n_concepts)])
+    ax_heat.set_yticks(np.arange(n_classes), class_names)
+    ax_heat.set_xlabel("concept")
+    ax_heat.set_ylabel("class")
+    ax_heat.set_title("class logit change per unit move along concept", fontsize=10)
+    if n_classes * n_concepts <= 120:
+        for (r, c), value in np.ndenumerate(weights):
+            colour = "white" if abs(value) > 0.6 * limit else "black"
+            ax_heat.text(c, r, f"{value:.2g}", ha="center", va="center", fontsize=6, color=colour)
+    bar = fig.colorbar(image, ax=ax_heat, shrink=0.85)
+    bar.set_label("Δ logit / Δ activation along unit concept direction")
+    fig.suptitle("ICE: which concepts each class shows, and how they move its logit")
+    fig.tight_layout()
+    return fig
+
+
+def plot_concept_examples(
+    images: np.ndarray, top: np.ndarray, bottom: np.ndarray, maps: np.ndarray
+) -> Figure:
+    """top, bottom: n×count image indices (from top_images); maps: N×n×H×W at image size.
+    Per concept a row: the images scoring highest with its map over them, then the lowest."""
+    n_concepts, count = top.shape
+    columns = 2 * count + 1  # a blank column between the two groups
+    fig, axes = plt.subplots(
+        n_concepts,
+        columns,
+        figsize=(1.25 * columns + 1.4, 1.4 * n_concepts + 0.9),
+        squeeze=False,
+        gridspec_kw={"width_ratios": [1.0] * count + [0.3] + [1.0] * count},
+    )
+    mappable = None
+    for k in range(n_concepts):
+        scale = _scale(maps[top[k], k])
+        for j in range(columns):
+            _bare(axes[k, j])
+        for j, index in enumerate(top[k]):
+            ax = axes[k, j]
+            mappable = _overlay(ax, images[index], maps[index, k] / scale)
+            ax.set_title(f"#{index}: {maps[index, k].mean():.2g}", fontsize=6)
+        for j, index in enumerate(bottom[k]):
+            ax = axes[k, count + 1 + j]
+            _overlay(ax, images[index], None)
+            ax.set_title(f"#{index}: {maps[index, k].mean():.2g}", fontsize=6)
+        axes[k, 0].set_ylabel(f"concept {k}", fontsize=8)
+    axes[0, 0].annotate(
+        "highest mean score (map over image)",
+        (0, 1.35),
+        xycoords="axes fraction",
+        fontsize=8,
+        annotation_clip=False,
+    )
+    axes[0, count + 1].annotate(
+        "lowest mean score",
+        (0, 1.35),
+        xycoords="axes fraction",
+        fontsize=8,
+        annotation_clip=False,
+    )
+    if mappable is not None:
+        bar = fig.colorbar(mappable, ax=axes.ravel().tolist(), shrink=0.6, pad=0.01)
+        bar.set_label("concept score / max over the row's top images")
+    fig.suptitle("ICE: images that show each concept most and least (image #: mean score)")
+    return fig
+
+
+def plot_fidelity(rows: list[dict[str, Any]]) -> Figure:
+    """rows: one per number of concepts, as returned by ice.fidelity; how well the model
+    run on the concept reconstruction matches the original as concepts are added."""
+    if not rows:
+        return message_figure("no fidelity results to draw", "ICE fidelity")
+    rows = sorted(rows, key=lambda r: r["n_concepts"])
+    n = [r["n_concepts"] for r in rows]
+    fig, (ax_acc, ax_err) = plt.subplots(1, 2, figsize=(9.5, 3.8))
+    ax_acc.plot(n, [r["accuracy"] for r in rows], "-o", label="accuracy, reconstructed layer")
+    if all("agreement" in r for r in rows):
+        ax_acc.plot(n, [r["agreement"] for r in rows], "-s", label="agreement with original")
+    original = float(np.mean([r["accuracy_original"] for r in rows]))
+    ax_acc.axhline(original, ls="--", color="black", label=f"original accuracy ({original:.3f})")
+    ax_acc.set_xlabel("number of concepts")
+    ax_acc.set_ylabel("share of images")
+    ax_acc.set_ylim(0, 1.02)
+    ax_acc.set_title("accuracy with the layer rebuilt from concepts", fontsize=10)
+    ax_acc.legend(fontsize=8, loc="lower right")
+    ax_err.plot(n, [r["relative_logit_error"] for r in rows], "-o", color="tab:red")
+    ax_err.set_ylim(bottom=0)
+    ax_err.set_xlabel("number of concepts")
+    ax_err.set_ylabel("‖logits_rec − logits‖ / ‖logits‖")
+    ax_err.set_title("relative logit error", fontsize=10)
+    for ax in (ax_acc, ax_err):
+        ax.set_xticks(n)
+        ax.grid(alpha=0.3)
+    fig.suptitle("ICE fidelity: how much of the model the concepts keep")
+    fig.tight_layout()
+    return fig

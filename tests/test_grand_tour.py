@@ -1,0 +1,254 @@
+"""Grand Tour: known answers for the rotations and projections, and the three figures
+(GIF frame count, offline HTML, PNG grid)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipeline.explain.grand_tour import GrandTour, givens, normalise, project
+from pipeline.figures.common import save_figure
+from pipeline.figures.grand_tour import plot_tour_frames, save_tour_gif, tour_html
+
+CLASS_NAMES = ("airplane", "automobile", "bird")
+
+
+def assert_orthonormal(matrix: np.ndarray) -> None:
+    identity = np.eye(matrix.shape[0])
+    assert np.abs(matrix @ matrix.T - identity).max() < 1e-10
+    assert np.abs(matrix.T @ matrix - identity).max() < 1e-10
+
+
+# --- givens ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("dim", "i", "j", "theta"), [(2, 0, 1, 0.3), (5, 1, 3, -2.0), (4, 3, 0, 1.1)]
+)
+def test_givens_is_a_rotation_turning_e_i_toward_e_j(
+    dim: int, i: int, j: int, theta: float
+) -> None:
+    rotation = givens(dim, i, j, theta)
+    assert_orthonormal(rotation)
+    assert np.linalg.det(rotation) == pytest.approx(1.0, abs=1e-12)
+    e_i, e_j = np.eye(dim)[i], np.eye(dim)[j]
+    assert np.allclose(rotation @ e_i, math.cos(theta) * e_i + math.sin(theta) * e_j)
+    assert np.allclose(rotation @ e_j, -math.sin(theta) * e_i + math.cos(theta) * e_j)
+    others = [k for k in range(dim) if k not in (i, j)]
+    for k in others:  # every other axis is left alone
+        assert np.array_equal(rotation[:, k], np.eye(dim)[k])
+
+
+def test_givens_quarter_turn_maps_e0_onto_e1() -> None:
+    assert np.allclose(givens(3, 0, 1, math.pi / 2) @ [1.0, 0.0, 0.0], [0.0, 1.0, 0.0])
+
+
+@pytest.mark.parametrize(("dim", "i", "j"), [(1, 0, 0), (3, 1, 1), (3, 0, 3), (3, -1, 2)])
+def test_givens_rejects_bad_planes(dim: int, i: int, j: int) -> None:
+    with pytest.raises(ValueError):
+        givens(dim, i, j, 0.1)
+
+
+# --- GrandTour rotations ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dim", [2, 10, 128])
+def test_every_rotation_is_orthonormal_and_starts_at_identity(dim: int) -> None:
+    tour = GrandTour(dim, seed=0)
+    assert len(tour.planes) == dim * (dim - 1) // 2
+    assert np.array_equal(tour.rotation(0.0), np.eye(dim))
+    for t in (0.013, 0.35, 2.0, 17.5):
+        rotation = tour.rotation(t)
+        assert rotation.shape == (dim, dim)
+        assert_orthonormal(rotation)
+        assert np.linalg.det(rotation) == pytest.approx(1.0, abs=1e-8)
+        assert not np.allclose(rotation, np.eye(dim))  # it actually moves
+
+
+def test_rotation_is_the_ordered_product_of_givens_rotations() -> None:
+    tour = GrandTour(4, seed=5, speed=0.7)
+    t = 1.3
+    expected = np.eye(4)
+    for (i, j), velocity in zip(tour.planes, tour.velocities, strict=True):
+        expected = expected @ givens(4, i, j, velocity * t)
+    assert tour.planes == [(0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3)]
+    assert np.allclose(tour.rotation(t), expected, atol=1e-12)
+    assert np.all(np.abs(tour.velocities) <= 0.7)
+
+
+def test_dim_two_is_a_plain_rotation_of_the_plane() -> None:
+    tour = GrandTour(2, seed=1)
+    angle = tour.velocities[0] * 0.8
+    assert np.allclose(tour.rotation(0.8), givens(2, 0, 1, angle))
+
+
+def test_rotations_are_continuous_in_t() -> None:
+    tour = GrandTour(10, seed=2)
+    # each of the 45 factors moves by at most |w| h in spectral norm, and they are all
+    # orthogonal, so ||R(t + h) - R(t)||_2 <= h * sum |w|
+    bound_per_unit = float(np.abs(tour.velocities).sum())
+    for t in (0.0, 0.5, 3.0):
+        for h in (1e-3, 1e-5):
+            change = np.linalg.norm(tour.rotation(t + h) - tour.rotation(t), ord=2)
+            assert change <= h * bound_per_unit + 1e-12
+            assert change > 0
+    # while a unit of t turns it visibly
+    assert np.linalg.norm(tour.rotation(1.0) - tour.rotation(0.0), ord=2) > 0.1
+
+
+def test_seed_reproducibility() -> None:
+    first, again, other = GrandTour(10, seed=7), GrandTour(10, seed=7), GrandTour(10, seed=8)
+    assert np.array_equal(first.velocities, again.velocities)
+    assert np.array_equal(first.rotation(0.9), again.rotation(0.9))
+    assert not np.allclose(first.rotation(0.9), other.rotation(0.9))
+
+
+def test_frames_are_rotations_at_multiples_of_step() -> None:
+    tour = GrandTour(6, seed=3)
+    frames = tour.frames(4, step=0.25)
+    assert len(frames) == 4
+    for k, rotation in enumerate(frames):
+        assert np.array_equal(rotation, tour.rotation(k * 0.25))
+    assert np.array_equal(frames[0], np.eye(6))
+
+
+@pytest.mark.parametrize("dim", [0, 1, -3])
+def test_tour_rejects_fewer_than_two_dimensions(dim: int) -> None:
+    with pytest.raises(ValueError, match="at least 2 dimensions"):
+        GrandTour(dim, seed=0)
+
+
+def test_tour_rejects_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="speed"):
+        GrandTour(3, seed=0, speed=0.0)
+    with pytest.raises(ValueError, match="n_frames"):
+        GrandTour(3, seed=0).frames(0, step=0.1)
+
+
+# --- projection ---------------------------------------------------------------------------
+
+
+def test_projection_of_planar_data_at_t0_is_its_first_two_coordinates_centred() -> None:
+    rng = np.random.default_rng(0)
+    activations = np.zeros((30, 10))
+    activations[:, :2] = rng.normal(size=(30, 2)) * [3.0, 0.5] + [4.0, -2.0]
+    rotation = GrandTour(10, seed=0).rotation(0.0)
+    points = project(activations, rotation)
+    assert points.shape == (30, 2)
+    expected = activations[:, :2] - activations[:, :2].mean(axis=0)
+    assert np.allclose(points, expected, atol=1e-12)
+    assert np.allclose(points.mean(axis=0), 0.0, atol=1e-12)
+
+
+def test_projection_with_a_known_rotation() -> None:
+    # a quarter turn in plane (0, 2) sends e_0 to e_2 and e_2 to -e_0: the first
+    # projected coordinate is then minus the (centred) third activation
+    activations = np.array([[1.0, 2.0, 3.0], [3.0, 0.0, -1.0]])
+    points = project(activations, givens(3, 0, 2, math.pi / 2))
+    centred = activations - activations.mean(axis=0)
+    assert np.allclose(points, np.column_stack([-centred[:, 2], centred[:, 1]]), atol=1e-12)
+
+
+def test_projection_is_a_contraction() -> None:
+    rng = np.random.default_rng(4)
+    activations = rng.normal(size=(60, 12))
+    original = np.linalg.norm(activations[:, None] - activations[None], axis=-1)
+    tour = GrandTour(12, seed=4)
+    for rotation in tour.frames(5, step=0.4):
+        points = project(activations, rotation)
+        projected = np.linalg.norm(points[:, None] - points[None], axis=-1)
+        assert np.all(projected <= original + 1e-12)
+        assert projected.max() > 0.1 * original.max()  # not a collapse to a point
+
+
+def test_project_rejects_bad_inputs() -> None:
+    with pytest.raises(ValueError, match="non-empty"):
+        project(np.zeros((0, 3)), np.eye(3))
+    with pytest.raises(ValueError, match="at least 2 dimensions"):
+        project(np.zeros((5, 1)), np.eye(1))
+    with pytest.raises(ValueError, match="rotation must be"):
+        project(np.zeros((5, 3)), np.eye(4))
+    with pytest.raises(ValueError, match="NaN"):
+        project(np.array([[0.0, np.nan], [1.0, 1.0]]), np.eye(2))
+
+
+def test_normalise_shares_one_scale_across_frames() -> None:
+    first = np.array([[1.0, -2.0], [0.5, 0.5]])
+    second = np.array([[4.0, 0.0], [-1.0, 3.0]])
+    scaled = normalise([first, second])
+    assert np.allclose(scaled[0], first / 4.0)
+    assert np.allclose(scaled[1], second / 4.0)
+    assert max(np.abs(points).max() for points in scaled) == pytest.approx(1.0)
+    assert np.array_equal(normalise([np.zeros((3, 2))])[0], np.zeros((3, 2)))
+    with pytest.raises(ValueError):
+        normalise([])
+
+
+# --- figures ---------------------------------------------------------------------------
+
+
+def tour_frames(n_points: int = 50, n_frames: int = 4) -> tuple[list[np.ndarray], np.ndarray]:
+    rng = np.random.default_rng(0)
+    labels = np.arange(n_points) % len(CLASS_NAMES)
+    centres = np.eye(10)[: len(CLASS_NAMES)] * 4.0
+    activations = centres[labels] + rng.normal(scale=0.5, size=(n_points, 10))
+    tour = GrandTour(10, seed=0)
+    frames = normalise([project(activations, r) for r in tour.frames(n_frames, step=0.3)])
+    return frames, labels
+
+
+def test_gif_has_one_frame_per_projection(tmp_path) -> None:
+    frames, labels = tour_frames()
+    titles = [f"Grand Tour of the softmax layer, t = {0.3 * k:.2f}" for k in range(len(frames))]
+    path = save_tour_gif(frames, labels, CLASS_NAMES, titles, tmp_path / "out" / "tour.gif", fps=5)
+    assert path == tmp_path / "out" / "tour.gif"
+    assert path.stat().st_size > 1000
+    with Image.open(path) as image:
+        assert image.format == "GIF"
+        assert image.n_frames == len(frames)
+    assert sorted(p.name for p in path.parent.iterdir()) == ["tour.gif"]  # no temp files left
+
+
+def test_gif_rejects_mismatched_inputs(tmp_path) -> None:
+    frames, labels = tour_frames()
+    with pytest.raises(ValueError, match="titles"):
+        save_tour_gif(frames, labels, CLASS_NAMES, ["only one"], tmp_path / "tour.gif")
+    with pytest.raises(ValueError, match="labels"):
+        save_tour_gif(frames, labels + 5, CLASS_NAMES, ["a"] * 4, tmp_path / "tour.gif")
+    with pytest.raises(ValueError, match="at least one frame"):
+        save_tour_gif([], labels, CLASS_NAMES, [], tmp_path / "tour.gif")
+    assert not (tmp_path / "tour.gif").exists()
+
+
+def test_html_is_self_contained_and_names_the_classes() -> None:
+    frames, labels = tour_frames()
+    titles = [f"epoch {k}" for k in range(len(frames))]
+    html = tour_html(frames, labels, CLASS_NAMES, titles, title="Grand Tour of the softmax layer")
+    assert html.lstrip().lower().startswith("<html") or "<!doctype html" in html[:200].lower()
+    assert "plotly" in html
+    assert len(html) > 1_000_000  # plotly.js is embedded, so it works offline
+    assert '<script src="https://cdn' not in html
+    for name in CLASS_NAMES:
+        assert name in html
+    assert "Grand Tour of the softmax layer" in html
+    assert "epoch 3" in html
+    assert "instance %{customdata}" in html
+
+
+def test_png_grid_of_frames(tmp_path) -> None:
+    frames, labels = tour_frames(n_frames=6)
+    titles = [f"t = {0.3 * k:.2f}" for k in range(len(frames))]
+    fig = plot_tour_frames(frames, labels, CLASS_NAMES, titles, columns=4)
+    visible = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(visible) == 6
+    assert len(fig.axes) == 8  # 2 rows × 4 columns, the last two hidden
+    assert [ax.get_title() for ax in visible] == titles
+    assert len(fig.legends) == 1
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == list(CLASS_NAMES)
+    # all panels share the same fixed axis range
+    assert len({ax.get_xlim() for ax in visible}) == 1
+    path = save_figure(fig, tmp_path / "grid.png")
+    assert path.stat().st_size > 2000
