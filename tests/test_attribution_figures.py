@@ -33,8 +33,9 @@ def test_lime_overlay_tints_pros_green_and_cons_red() -> None:
     image = np.full((1, 16, 16), 128, dtype=np.uint8)
     weights = np.array([0.5, -0.4, 0.01, np.nan])
     rgb = lime_overlay(image, segments, weights, features=2)
-    # the middle rows of each band, away from the boundaries drawn in yellow
-    pro, con, neutral = rgb[1:3], rgb[5:7], rgb[9:11]
+    # the 16×16 image is enlarged 7× (boundaries stay thin); the middle rows of each band
+    assert rgb.shape == (112, 112, 3)
+    pro, con, neutral = rgb[7 * 1 : 7 * 3], rgb[7 * 5 : 7 * 7], rgb[7 * 9 : 7 * 11]
     assert (pro[..., 1] > pro[..., 0]).all()  # green band
     assert (con[..., 0] > con[..., 1]).all()  # red band
     assert np.allclose(neutral, 128 / 255, atol=1e-6)  # not among the top 2: untouched

@@ -105,6 +105,10 @@ def lime_overlay(
 
     array, _ = to_display(image)
     rgb = np.repeat(array[..., None], 3, axis=2) if array.ndim == 2 else array.copy()
+    # small images are enlarged first, so the one-pixel boundaries stay thin lines
+    scale = max(1, 112 // max(segments.shape))
+    rgb = rgb.repeat(scale, 0).repeat(scale, 1)
+    segments = segments.repeat(scale, 0).repeat(scale, 1)
     finite = np.where(np.isfinite(weights), weights, 0.0)
     top = np.argsort(-np.abs(finite))[:features]
     for k in top:
@@ -113,7 +117,7 @@ def lime_overlay(
         colour = np.array([0.0, 0.8, 0.0]) if finite[k] > 0 else np.array([0.9, 0.0, 0.0])
         mask = segments == k
         rgb[mask] = 0.45 * rgb[mask] + 0.55 * colour
-    return mark_boundaries(rgb, segments, color=(1.0, 1.0, 0.0), mode="inner")
+    return mark_boundaries(rgb, segments, color=(0.95, 0.85, 0.1), mode="inner")
 
 
 def plot_lime_grid(
