@@ -62,6 +62,7 @@ def main() -> None:
                 epoch_rows=epoch_rows,
                 unstable=unstable,
                 classes=np.array(cfg.classes if cfg.classes is not None else [], dtype=int),
+                **record,  # the per-epoch predictions themselves: the figures read only this
             )
         metrics = {
             "instances": len(labels),
