@@ -168,7 +168,7 @@ class GradCAMParams(_MethodParams):
 class ShapParams(_MethodParams):
     explainer: Literal["gradient", "partition"] = "gradient"
     background: PositiveInt = 100
-    samples: PositiveInt = 200
+    samples: PositiveInt = 128
     max_evals: Annotated[int, Field(ge=10)] = 500
     blur: Annotated[int, Field(ge=1)] = 7
 
@@ -183,6 +183,7 @@ class LimeParams(_MethodParams):
     kernel_width: PositiveFloat = 0.25
     fill: Literal["black", "mean"] = "black"
     features: PositiveInt = 5
+    batch_size: PositiveInt = 512
 
 
 class FeatureMapsParams(_Strict):
@@ -230,7 +231,7 @@ class GrandTourParams(_Strict):
         "dense",
     ]
     instances: Annotated[int, Field(ge=10)] = 1000
-    frames: Annotated[int, Field(ge=2)] = 60
+    frames: Annotated[int, Field(ge=2)] = 36
 
 
 class EpochsParams(_Strict):
@@ -270,7 +271,7 @@ class EvaluateParams(_Strict):
     deletion_value: Fraction = 0.0
     insertion_blur_sigma: PositiveFloat = 4.0
     random_seeds: PositiveInt = 3
-    sanity_instances: PositiveInt = 10
+    sanity_instances: PositiveInt = 6
     sanity_threshold: Annotated[float, Field(gt=-1, lt=1)] = 0.5
 
 
