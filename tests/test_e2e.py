@@ -265,7 +265,8 @@ def test_adding_an_alpha_adds_one_stage_per_layer_and_nothing_else(workspace):
         status = sh(["dvc", "status", "--json"], workspace)
     finally:
         (workspace / "params.yaml").write_text(original)
-    assert set(json.loads(status)) == {"cladec@dense-0.9"}
+    # the new decoder, and the ClaDec explanation figure that shows every alpha
+    assert set(json.loads(status)) == {"cladec@dense-0.9", "cladec_explain"}
 
 
 def test_changing_lr_reruns_only_the_classifier_and_both_runs_compare(workspace):
