@@ -55,6 +55,34 @@ def _caption(instance: Instance, names: Sequence[str], cls: int) -> str:
     return f"{names[cls]} ({instance.probabilities[cls]:.2f})"
 
 
+def _instance_panels(
+    axes: np.ndarray,
+    i: int,
+    per_row: int,
+    inst: Instance,
+    class_names: Sequence[str],
+    predicted: np.ndarray,
+    true: np.ndarray | None,
+) -> list[tuple[Axes, np.ndarray]]:
+    """Draw instance i's image in its slot of the grid, title its map panels (class and
+    probability; a wrong prediction in red) and return (axes, values) to draw into: the
+    predicted class's, and the true class's when given."""
+    row, col = divmod(i, per_row)
+    ax_img, ax_pred, ax_true = axes[row, col * 3 : col * 3 + 3]
+    _show_image(ax_img, inst.image)
+    ax_img.set_title(f"true: {class_names[inst.label]}", fontsize=7)
+    panels = [(ax_pred, predicted, "pred", inst.predicted)]
+    if true is not None:
+        panels.append((ax_true, true, "true", inst.label))
+    for ax, _, kind, cls in panels:
+        ax.set_title(
+            f"{kind}: {_caption(inst, class_names, cls)}",
+            fontsize=7,
+            color="tab:red" if kind == "pred" and inst.predicted != inst.label else "black",
+        )
+    return [(ax, values) for ax, values, _, _ in panels]
+
+
 def plot_attribution_grid(
     instances: Sequence[Instance],
     predicted_maps: np.ndarray,
@@ -70,22 +98,13 @@ def plot_attribution_grid(
     vmin = -1.0 if signed else 0.0
     mappable = None
     for i, inst in enumerate(instances):
-        row, col = divmod(i, per_row)
-        ax_img, ax_pred, ax_true = axes[row, col * 3 : col * 3 + 3]
-        _show_image(ax_img, inst.image)
-        ax_img.set_title(f"true: {class_names[inst.label]}", fontsize=7)
-        panels = [(ax_pred, predicted_maps[i], "pred", inst.predicted)]
-        if i in true_maps:
-            panels.append((ax_true, true_maps[i], "true", inst.label))
-        for ax, heat, kind, cls in panels:
+        panels = _instance_panels(
+            axes, i, per_row, inst, class_names, predicted_maps[i], true_maps.get(i)
+        )
+        for ax, heat in panels:
             scale = np.abs(heat).max() or 1.0
             _show_image(ax, inst.image, alpha=0.45)
             mappable = ax.imshow(heat / scale, cmap=cmap, vmin=vmin, vmax=1.0, alpha=0.75)
-            ax.set_title(
-                f"{kind}: {_caption(inst, class_names, cls)}",
-                fontsize=7,
-                color="tab:red" if kind == "pred" and inst.predicted != inst.label else "black",
-            )
     if mappable is not None:
         bar = fig.colorbar(mappable, ax=axes.ravel().tolist(), shrink=0.6, pad=0.01)
         bar.set_label("attribution / image's max |attribution|")
@@ -133,20 +152,11 @@ def plot_lime_grid(
     true class; weights: N×K (NaN-padded), true_weights: row -> K."""
     fig, axes = _grid(len(instances), per_row)
     for i, inst in enumerate(instances):
-        row, col = divmod(i, per_row)
-        ax_img, ax_pred, ax_true = axes[row, col * 3 : col * 3 + 3]
-        _show_image(ax_img, inst.image)
-        ax_img.set_title(f"true: {class_names[inst.label]}", fontsize=7)
-        panels = [(ax_pred, weights[i], "pred", inst.predicted)]
-        if i in true_weights:
-            panels.append((ax_true, true_weights[i], "true", inst.label))
-        for ax, w, kind, cls in panels:
+        panels = _instance_panels(
+            axes, i, per_row, inst, class_names, weights[i], true_weights.get(i)
+        )
+        for ax, w in panels:
             ax.imshow(lime_overlay(inst.image, segments[i], w, features))
-            ax.set_title(
-                f"{kind}: {_caption(inst, class_names, cls)}",
-                fontsize=7,
-                color="tab:red" if kind == "pred" and inst.predicted != inst.label else "black",
-            )
     fig.suptitle(
         f"LIME: the {features} strongest superpixels, green for the class and red against it "
         "(predicted class; true class when wrong)"
