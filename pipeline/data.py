@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.errors import DataError
-from pipeline.io import atomic_path
+from pipeline.io import write_npz
 from pipeline.params import DataParams
 
 log = logging.getLogger(__name__)
@@ -88,13 +88,13 @@ class Splits:
 
     def save(self, path: str | Path) -> None:
         arrays = {key: getattr(self, key) for key in SPLIT_KEYS}
-        with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-            np.savez(
-                handle,
-                **arrays,
-                class_names=np.array(self.class_names, dtype=str),
-                dataset=np.array(self.dataset),
-            )
+        write_npz(
+            path,
+            compressed=False,
+            **arrays,
+            class_names=np.array(self.class_names, dtype=str),
+            dataset=np.array(self.dataset),
+        )
 
     @classmethod
     def load(cls, path: str | Path) -> Splits:

@@ -12,6 +12,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
@@ -26,6 +28,19 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_npz(path: str | Path, *, compressed: bool = True, **arrays: Any) -> None:
+    """Named arrays as one .npz file (zip-compressed unless told not to), atomically."""
+    save = np.savez_compressed if compressed else np.savez
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        save(handle, **arrays)
+
+
+def read_npz(path: str | Path) -> dict[str, np.ndarray]:
+    """Every array of an .npz file, read into memory (the file is closed on return)."""
+    with np.load(path) as archive:
+        return {key: archive[key] for key in archive.files}
 
 
 def write_json(path: str | Path, payload: Any) -> None:

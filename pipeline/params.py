@@ -106,8 +106,8 @@ class ClassifierParams(_Strict):
 class VAEParams(_Strict):
     latent_dim: PositiveInt = 16
     beta: Annotated[float, Field(ge=0)] = 1.0
-    epochs: PositiveInt = 6
-    batch_size: PositiveInt = 128
+    epochs: PositiveInt = 4
+    batch_size: PositiveInt = 64
     lr: PositiveFloat = 2e-3
 
 
@@ -124,8 +124,8 @@ class VariationalParams(_Strict):
 class ClaDecParams(_Strict):
     layers: LayerList = ["conv", "dense"]
     alphas: Annotated[list[Fraction], Field(min_length=1)] = [0.0, 0.01, 0.5, 0.99]
-    epochs: PositiveInt = 3
-    batch_size: PositiveInt = 128
+    epochs: PositiveInt = 2
+    batch_size: PositiveInt = 64
     lr: PositiveFloat = 2e-3
     variational: VariationalParams = VariationalParams()
 

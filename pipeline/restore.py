@@ -126,6 +126,17 @@ def load_refae(
     return nn.Sequential(encoder, decoder).eval()
 
 
+def epoch_checkpoint_name(epoch: int) -> str:
+    """The file the training loop writes after `epoch` (1-based)."""
+    return f"epoch-{epoch:03d}.ckpt"
+
+
+def epoch_checkpoints(directory: str | Path) -> list[tuple[int, Path]]:
+    """(epoch, path) of every per-epoch checkpoint in a directory, in epoch order."""
+    found = [(int(p.stem.split("-")[1]), p) for p in Path(directory).glob("epoch-*.ckpt")]
+    return sorted(found)
+
+
 def load_epoch_classifier(path: str | Path, spec: ClassifierSpec) -> ImageClassifier:
     """The classifier as it was at one epoch, from a Lightning checkpoint (`net.` weights)."""
     payload = _payload(path, "classifier")

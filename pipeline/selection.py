@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.errors import PipelineError
-from pipeline.io import atomic_path
+from pipeline.io import write_npz
 
 
 @dataclass
@@ -27,17 +27,17 @@ class Selection:
         return len(self.indices)
 
     def save(self, path: str | Path) -> None:
-        with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-            np.savez(
-                handle,
-                indices=self.indices,
-                labels=self.labels,
-                predicted=self.predicted,
-                probabilities=self.probabilities,
-                misclassified=self.misclassified,
-                pairs=self.pairs.reshape(-1, 3),
-                class_names=np.array(self.class_names),
-            )
+        write_npz(
+            path,
+            compressed=False,
+            indices=self.indices,
+            labels=self.labels,
+            predicted=self.predicted,
+            probabilities=self.probabilities,
+            misclassified=self.misclassified,
+            pairs=self.pairs.reshape(-1, 3),
+            class_names=np.array(self.class_names),
+        )
 
     @classmethod
     def load(cls, path: str | Path) -> Selection:

@@ -8,7 +8,7 @@ import logging
 import numpy as np
 
 from pipeline.explain.activation_max import maximize
-from pipeline.io import atomic_path, write_json
+from pipeline.io import write_json, write_npz
 from pipeline.params import load_params
 from pipeline.tracking import stage_run
 from stages import paths
@@ -29,18 +29,17 @@ def main() -> None:
         common = {"iterations": cfg.iterations, "step": cfg.step, "seed": params.seed}
         filters = maximize(inputs.net, shape, layer=cfg.layer, **common)
         classes = maximize(inputs.net, shape, layer=None, **common)
-        with atomic_path(paths.part_dir(PART) / "ascent.npz") as tmp, open(tmp, "wb") as handle:
-            np.savez_compressed(
-                handle,
-                layer=np.array(cfg.layer),
-                filter_images=filters.images,
-                filter_start=filters.start,
-                filter_end=filters.end,
-                class_images=classes.images,
-                class_start=classes.start,
-                class_end=classes.end,
-                class_names=np.array(inputs.names),
-            )
+        write_npz(
+            paths.part_dir(PART) / "ascent.npz",
+            layer=np.array(cfg.layer),
+            filter_images=filters.images,
+            filter_start=filters.start,
+            filter_end=filters.end,
+            class_images=classes.images,
+            class_start=classes.start,
+            class_end=classes.end,
+            class_names=np.array(inputs.names),
+        )
         metrics = {
             "filters": len(filters.end),
             "filters_raised": float((filters.end > filters.start).mean()),

@@ -11,7 +11,7 @@ import torch
 
 from pipeline.figures.cladec_explain import latent_grid
 from pipeline.inference import as_float_images, batched, layer_codes
-from pipeline.io import atomic_path, write_json
+from pipeline.io import write_json, write_npz
 from pipeline.params import load_params
 from pipeline.restore import classifier_spec, load_decoder, load_refae, load_vae
 from pipeline.tracking import stage_run
@@ -82,8 +82,7 @@ def main() -> None:
             arrays["refvae"] = decoded.numpy()
             arrays["refvae/predicted"] = batched(net, decoded).argmax(1).numpy()
         arrays["class_names"] = np.array(inputs.names)
-        with atomic_path(paths.part_dir(PART) / "decoded.npz") as tmp, open(tmp, "wb") as handle:
-            np.savez_compressed(handle, **arrays)
+        write_npz(paths.part_dir(PART) / "decoded.npz", **arrays)
         write_json(paths.part_metrics(PART), metrics)
         run.log_metrics(metrics)
     log.info("%d instances, layers %s -> %s", len(rows), params.cladec.layers, paths.part_dir(PART))

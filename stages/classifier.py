@@ -13,7 +13,7 @@ from pipeline.data import Splits
 from pipeline.figures.common import save_figure
 from pipeline.figures.training import plot_confusion_matrix, plot_training_curves
 from pipeline.inference import predict_proba
-from pipeline.io import atomic_path, write_csv, write_json
+from pipeline.io import write_csv, write_json, write_npz
 from pipeline.models.export import save_classifier
 from pipeline.params import load_params
 from pipeline.tracking import is_rank_zero, stage_run
@@ -49,16 +49,16 @@ def main() -> None:
         metrics = {"test": test, "epochs": len(result.history)}
 
         save_classifier(net, dict(result.module.hparams), names, paths.CLASSIFIER_MODEL)
-        with atomic_path(paths.EPOCH_PREDICTIONS) as tmp, open(tmp, "wb") as handle:
-            np.savez(
-                handle,
-                test_indices=result.tracked,
-                labels=splits.y_test[result.tracked],
-                epochs=np.array([row["epoch"] for row in result.history]),
-                probabilities=result.epoch_probabilities,
-                predictions=result.epoch_probabilities.argmax(-1),
-                class_names=np.array(names),
-            )
+        write_npz(
+            paths.EPOCH_PREDICTIONS,
+            compressed=False,
+            test_indices=result.tracked,
+            labels=splits.y_test[result.tracked],
+            epochs=np.array([row["epoch"] for row in result.history]),
+            probabilities=result.epoch_probabilities,
+            predictions=result.epoch_probabilities.argmax(-1),
+            class_names=np.array(names),
+        )
         write_json(paths.CLASSIFIER_METRICS, metrics)
         write_json(paths.CLASSIFIER_CONFUSION, {"classes": names, "matrix": confusion})
         write_csv(paths.CLASSIFIER_HISTORY, result.history, ["epoch", *HISTORY_KEYS])

@@ -10,9 +10,9 @@ import torch
 
 from pipeline.explain.registry import attribute, pixel_map
 from pipeline.inference import as_float_images
-from pipeline.io import atomic_path, write_json
+from pipeline.io import write_json, write_npz
 from pipeline.params import load_params
-from pipeline.restore import classifier_spec, load_epoch_classifier
+from pipeline.restore import classifier_spec, epoch_checkpoints, load_epoch_classifier
 from pipeline.tracking import stage_run
 from stages import paths
 from stages.common import caption, load_inputs, spread
@@ -28,7 +28,7 @@ def main() -> None:
     inputs = load_inputs()
     splits, selection = inputs.splits, inputs.selection
     spec = classifier_spec(paths.CLASSIFIER_MODEL)
-    checkpoints = sorted(paths.CLASSIFIER_CKPTS.glob("epoch-*.ckpt"))
+    checkpoints = epoch_checkpoints(paths.CLASSIFIER_CKPTS)
     logged = {f"explain.{PART}": cfg.model_dump()}
     with stage_run("epochs_explain", params.tracking.experiment, splits.dataset, logged) as run:
         rows = spread(selection, cfg.instances)
@@ -36,25 +36,24 @@ def main() -> None:
         images = as_float_images(originals)
         maps, predicted, epochs = [], [], []
         kwargs = {"layer": params.explain.gradcam.layer} if cfg.method == "gradcam" else {}
-        for path in checkpoints:
+        for epoch, path in checkpoints:
             net = load_epoch_classifier(path, spec)
             with torch.no_grad():
                 pred = net(images).argmax(1)
             maps.append(pixel_map(attribute(cfg.method, net, images, pred, **kwargs)))
             predicted.append(pred.numpy())
-            epochs.append(int(path.stem.split("-")[1]))
+            epochs.append(epoch)
         stacked = np.stack(maps)
-        with atomic_path(paths.part_dir(PART) / "maps.npz") as tmp, open(tmp, "wb") as handle:
-            np.savez_compressed(
-                handle,
-                images=originals,
-                captions=np.array([caption(selection, r) for r in rows]),
-                maps=stacked,
-                predicted=np.stack(predicted),
-                epochs=np.array(epochs),
-                method=np.array(cfg.method),
-                class_names=np.array(inputs.names),
-            )
+        write_npz(
+            paths.part_dir(PART) / "maps.npz",
+            images=originals,
+            captions=np.array([caption(selection, r) for r in rows]),
+            maps=stacked,
+            predicted=np.stack(predicted),
+            epochs=np.array(epochs),
+            method=np.array(cfg.method),
+            class_names=np.array(inputs.names),
+        )
         # how far each epoch's maps are from the final ones (1 - cosine similarity)
         final = np.abs(stacked[-1]).reshape(len(rows), -1)
         distance = []

@@ -9,7 +9,7 @@ import numpy as np
 
 from pipeline.explain.feature_maps import feature_maps, first_conv_filters
 from pipeline.inference import as_float_images
-from pipeline.io import atomic_path, write_json
+from pipeline.io import write_json, write_npz
 from pipeline.params import load_params
 from pipeline.tracking import stage_run
 from stages import paths
@@ -30,15 +30,14 @@ def main() -> None:
         images = inputs.splits.x_test[inputs.selection.indices[rows]]
         maps = feature_maps(inputs.net, as_float_images(images))
         layers = list(maps)
-        with atomic_path(paths.part_dir(PART) / "maps.npz") as tmp, open(tmp, "wb") as handle:
-            np.savez_compressed(
-                handle,
-                images=images,
-                captions=np.array([caption(inputs.selection, r) for r in rows]),
-                layers=np.array(layers),
-                filters=first_conv_filters(inputs.net),
-                **{f"layer_{i}": maps[name] for i, name in enumerate(layers)},
-            )
+        write_npz(
+            paths.part_dir(PART) / "maps.npz",
+            images=images,
+            captions=np.array([caption(inputs.selection, r) for r in rows]),
+            layers=np.array(layers),
+            filters=first_conv_filters(inputs.net),
+            **{f"layer_{i}": maps[name] for i, name in enumerate(layers)},
+        )
         metrics = {
             "layers": len(layers),
             "per_layer": {

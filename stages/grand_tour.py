@@ -12,9 +12,9 @@ import torch.nn.functional as F
 
 from pipeline.explain.grand_tour import GrandTour, normalise, project
 from pipeline.inference import as_float_images, batched, layer_codes
-from pipeline.io import atomic_path, write_json
+from pipeline.io import write_json, write_npz
 from pipeline.params import load_params
-from pipeline.restore import classifier_spec, load_epoch_classifier
+from pipeline.restore import classifier_spec, epoch_checkpoints, load_epoch_classifier
 from pipeline.tracking import stage_run
 from stages import paths
 from stages.common import load_inputs
@@ -38,15 +38,15 @@ def main() -> None:
     inputs = load_inputs(selection=False)
     splits = inputs.splits
     spec = classifier_spec(paths.CLASSIFIER_MODEL)
-    checkpoints = sorted(paths.CLASSIFIER_CKPTS.glob("epoch-*.ckpt"))
+    checkpoints = epoch_checkpoints(paths.CLASSIFIER_CKPTS)
     logged = {"seed": params.seed, f"explain.{PART}": cfg.model_dump()}
     with stage_run(PART, params.tracking.experiment, splits.dataset, logged) as run:
         rng = np.random.default_rng(params.seed)
         count = min(cfg.instances, len(splits.x_test))
         rows = np.sort(rng.choice(len(splits.x_test), count, replace=False))
         images, labels = splits.x_test[rows], splits.y_test[rows]
-        epoch_nets = [load_epoch_classifier(path, spec) for path in checkpoints]
-        epochs = [int(path.stem.split("-")[1]) for path in checkpoints]
+        epoch_nets = [load_epoch_classifier(path, spec) for _, path in checkpoints]
+        epochs = [epoch for epoch, _ in checkpoints]
         arrays: dict[str, np.ndarray] = {
             "labels": labels,
             "test_indices": rows,
@@ -70,8 +70,7 @@ def main() -> None:
             if per_epoch:
                 arrays[f"{layer}/epochs"] = np.stack(normalise(per_epoch))
             metrics[f"{layer}/dimensions"] = float(final.shape[1])
-        with atomic_path(paths.part_dir(PART) / "tour.npz") as tmp, open(tmp, "wb") as handle:
-            np.savez_compressed(handle, **arrays)
+        write_npz(paths.part_dir(PART) / "tour.npz", **arrays)
         write_json(paths.part_metrics(PART), {**metrics, "instances": count, "epochs": len(epochs)})
         run.log_metrics(metrics)
     log.info(

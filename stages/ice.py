@@ -21,7 +21,7 @@ from pipeline.explain.ice import (
     upsample,
 )
 from pipeline.inference import as_float_images, layer_codes
-from pipeline.io import atomic_path, write_json
+from pipeline.io import write_json, write_npz
 from pipeline.params import load_params
 from pipeline.tracking import stage_run
 from stages import paths
@@ -81,23 +81,22 @@ def main() -> None:
         shown = spread(selection, 8)
         shown_images = splits.x_test[selection.indices[shown]]
         shown_scores = concept_scores(layer_codes(net, cfg.layer, shown_images).numpy(), concepts)
-        with atomic_path(paths.part_dir(PART) / "concepts.npz") as tmp, open(tmp, "wb") as handle:
-            np.savez_compressed(
-                handle,
-                layer=np.array(cfg.layer),
-                components=concepts.components,
-                shown_images=shown_images,
-                shown_captions=np.array([caption(selection, r) for r in shown]),
-                shown_maps=upsample(shown_scores, size),
-                presence=presence,
-                weights=weights,
-                images=images,
-                top=top,
-                bottom=bottom,
-                example_maps=upsample(scores[np.unique(np.concatenate([top, bottom], None))], size),
-                example_rows=np.unique(np.concatenate([top, bottom], None)),
-                class_names=np.array(inputs.names),
-            )
+        write_npz(
+            paths.part_dir(PART) / "concepts.npz",
+            layer=np.array(cfg.layer),
+            components=concepts.components,
+            shown_images=shown_images,
+            shown_captions=np.array([caption(selection, r) for r in shown]),
+            shown_maps=upsample(shown_scores, size),
+            presence=presence,
+            weights=weights,
+            images=images,
+            top=top,
+            bottom=bottom,
+            example_maps=upsample(scores[np.unique(np.concatenate([top, bottom], None))], size),
+            example_rows=np.unique(np.concatenate([top, bottom], None)),
+            class_names=np.array(inputs.names),
+        )
         write_json(paths.part_dir(PART) / "fidelity.json", fidelity_rows)
         metrics = {
             "layer_channels": channels,

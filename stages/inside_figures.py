@@ -12,7 +12,7 @@ import numpy as np
 
 from pipeline.errors import PipelineError
 from pipeline.figures.common import save_figure
-from pipeline.io import write_text
+from pipeline.io import read_npz, write_text
 from pipeline.params import Params, load_params
 from pipeline.tracking import stage_run
 from stages import paths
@@ -25,8 +25,7 @@ def _load(part: str, name: str) -> dict[str, np.ndarray]:
     path = paths.part_dir(part) / name
     if not path.is_file():
         raise PipelineError(f"{path} not found: run the {part} stage first (see dvc.yaml)")
-    with np.load(path) as z:
-        return {k: z[k] for k in z.files}
+    return read_npz(path)
 
 
 def feature_maps(params: Params, out: Path) -> list[Path]:

@@ -14,7 +14,7 @@ from pipeline.explain.instanceflow import (
     select_epochs,
     visited_classes,
 )
-from pipeline.io import atomic_path, write_csv, write_json
+from pipeline.io import read_npz, write_csv, write_json, write_npz
 from pipeline.params import load_params
 from pipeline.tracking import stage_run
 from stages import paths
@@ -29,8 +29,7 @@ def main() -> None:
     cfg = params.explain.instanceflow
     if not paths.EPOCH_PREDICTIONS.is_file():
         raise PipelineError(f"{paths.EPOCH_PREDICTIONS} not found: run `dvc repro classifier`")
-    with np.load(paths.EPOCH_PREDICTIONS) as z:
-        record = {k: z[k] for k in z.files}
+    record = read_npz(paths.EPOCH_PREDICTIONS)
     names = [str(n) for n in record["class_names"]]
     if cfg.classes is not None and max(cfg.classes) >= len(names):
         raise PipelineError(
@@ -56,14 +55,14 @@ def main() -> None:
             for i in range(len(labels))
         ]
         write_csv(paths.part_dir(PART) / "instances.csv", rows, list(rows[0]) if rows else [])
-        with atomic_path(paths.part_dir(PART) / "flow.npz") as tmp, open(tmp, "wb") as handle:
-            np.savez(
-                handle,
-                epoch_rows=epoch_rows,
-                unstable=unstable,
-                classes=np.array(cfg.classes if cfg.classes is not None else [], dtype=int),
-                **record,  # the per-epoch predictions themselves: the figures read only this
-            )
+        write_npz(
+            paths.part_dir(PART) / "flow.npz",
+            compressed=False,
+            epoch_rows=epoch_rows,
+            unstable=unstable,
+            classes=np.array(cfg.classes if cfg.classes is not None else [], dtype=int),
+            **record,  # the per-epoch predictions themselves: the figures read only this
+        )
         metrics = {
             "instances": len(labels),
             "epochs": len(record["epochs"]),

@@ -1,8 +1,11 @@
-"""Common entry point: logging set-up, and user errors as one line with exit code 2."""
+"""Common entry point: logging set-up, user errors as one line with exit code 2, and an
+exit that skips the interpreter's slow teardown."""
 
 from __future__ import annotations
 
+import atexit
 import logging
+import os
 import sys
 import warnings
 from collections.abc import Callable
@@ -28,3 +31,18 @@ def run_stage(name: str, body: Callable[[], None]) -> None:
         for line in str(exc).splitlines():
             print(f"{name}: error: {line}", file=sys.stderr)
         sys.exit(2)
+    exit_without_teardown()
+
+
+def exit_without_teardown() -> None:
+    """Exit 0 once the stage's outputs are written, skipping the interpreter's teardown.
+
+    Tearing down torch, Lightning and MLflow module by module takes 1 to 2 s per stage
+    process (measured on the 2-core CI machine), paid by every one of the pipeline's
+    stages. The exit handlers still run (MLflow's and logging's flushes among them);
+    only the clearing of modules and objects is skipped, which the OS does anyway."""
+    atexit._run_exitfuncs()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

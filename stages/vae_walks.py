@@ -10,7 +10,7 @@ import torch
 
 from pipeline.explain.latent_walk import latent_walk, walk_metrics
 from pipeline.inference import as_float_images
-from pipeline.io import atomic_path, write_json
+from pipeline.io import write_json, write_npz
 from pipeline.params import load_params
 from pipeline.restore import load_vae
 from pipeline.tracking import stage_run
@@ -51,16 +51,15 @@ def main() -> None:
                 walks.append(walk)
                 ends.append((int(i), int(j)))
                 titles.append(f"{inputs.names[a]} #{i} → {inputs.names[b]} #{j}")
-        with atomic_path(paths.part_dir(PART) / "walks.npz") as tmp, open(tmp, "wb") as handle:
-            np.savez_compressed(
-                handle,
-                titles=np.array(titles),
-                ends=np.array(ends).reshape(-1, 2),
-                decoded=np.stack([w.decoded for w in walks]) if walks else np.zeros(0),
-                probabilities=np.stack([w.probabilities for w in walks]) if walks else np.zeros(0),
-                latents=np.stack([w.latents for w in walks]) if walks else np.zeros(0),
-                class_names=np.array(inputs.names),
-            )
+        write_npz(
+            paths.part_dir(PART) / "walks.npz",
+            titles=np.array(titles),
+            ends=np.array(ends).reshape(-1, 2),
+            decoded=np.stack([w.decoded for w in walks]) if walks else np.zeros(0),
+            probabilities=np.stack([w.probabilities for w in walks]) if walks else np.zeros(0),
+            latents=np.stack([w.latents for w in walks]) if walks else np.zeros(0),
+            class_names=np.array(inputs.names),
+        )
         metrics = walk_metrics(walks)
         write_json(paths.part_metrics(PART), metrics)
         run.log_metrics(metrics)

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from pipeline.errors import PipelineError
 from pipeline.explain.registry import attribute
-from pipeline.io import atomic_path
+from pipeline.io import write_npz
 
 
 @dataclass
@@ -29,15 +29,14 @@ class Explanations:
     extras: dict[str, np.ndarray] = field(default_factory=dict)
 
     def save(self, path: str | Path) -> None:
-        with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-            np.savez_compressed(
-                handle,
-                method=np.array(self.method),
-                predicted=self.predicted,
-                true=self.true,
-                true_rows=self.true_rows,
-                **{f"extra_{k}": v for k, v in self.extras.items()},
-            )
+        write_npz(
+            path,
+            method=np.array(self.method),
+            predicted=self.predicted,
+            true=self.true,
+            true_rows=self.true_rows,
+            **{f"extra_{k}": v for k, v in self.extras.items()},
+        )
 
     @classmethod
     def load(cls, path: str | Path) -> Explanations:

@@ -10,7 +10,6 @@ moves is the data, and each class keeps one colour (tab10) everywhere.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -80,10 +79,15 @@ def save_tour_gif(
 ) -> Path:
     """Write the tour as an animated GIF (one GIF frame per projection) atomically.
 
+    Axes, ticks and legend are the same in every frame: they are drawn once, and each
+    frame only restores that background and draws the points and the title on it (text
+    layout dominated the time when every frame was drawn whole). All frames share one
+    palette, taken from the first, so no frame needs a palette search of its own.
     Pillow merges consecutive identical images, so frames that differ in nothing (same
     points, same title) count once in the file.
     """
-    from matplotlib.animation import FuncAnimation, PillowWriter
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from PIL import Image
 
     frames, classes = _check_inputs(frames_xy, labels, class_names, titles)
     if fps <= 0:
@@ -92,7 +96,9 @@ def save_tour_gif(
     colours = class_colours(len(class_names))
     low, high = _limits(frames)
 
-    fig, ax = plt.subplots(figsize=(7.2, 5.6))
+    fig = Figure(figsize=(7.2, 5.6), dpi=dpi)
+    canvas = FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
     members = [np.flatnonzero(classes == k) for k in range(len(class_names))]
     scatters = [
         ax.scatter(
@@ -106,28 +112,40 @@ def save_tour_gif(
     ax.set_xlabel(AXIS_LABELS[0])
     ax.set_ylabel(AXIS_LABELS[1])
     ax.legend(title="class", loc="upper left", bbox_to_anchor=(1.02, 1.0), markerscale=2)
-    heading = ax.set_title(titles[0])
+    heading = ax.set_title(max(titles, key=len))  # room for the longest title
     fig.tight_layout()
+    canvas.draw()
+    # a full draw places the title; one without it would move it out of the figure
+    title_position = heading.get_position()
+    moving = [*scatters, heading]
+    for artist in moving:
+        artist.set_visible(False)
+    canvas.draw()
+    background = canvas.copy_from_bbox(fig.bbox)
+    for artist in moving:
+        artist.set_visible(True)
+    heading.set_position(title_position)
 
-    def draw(k: int) -> list:
+    images = []
+    for points, title in zip(frames, titles, strict=True):
+        canvas.restore_region(background)
         for scatter, index in zip(scatters, members, strict=True):
-            scatter.set_offsets(frames[k][index])
-        heading.set_text(titles[k])
-        return [*scatters, heading]
-
-    animation = FuncAnimation(fig, draw, frames=len(frames), blit=False, repeat=False)
-    try:
-        with atomic_path(path) as tmp:
-            # PillowWriter picks the image format from the suffix: give it a .gif name
-            # beside the temporary file, then move it onto that file.
-            gif_tmp = tmp.with_name(tmp.name + ".gif")
-            try:
-                animation.save(gif_tmp, writer=PillowWriter(fps=fps), dpi=dpi)
-                os.replace(gif_tmp, tmp)
-            finally:
-                gif_tmp.unlink(missing_ok=True)
-    finally:
-        plt.close(fig)
+            scatter.set_offsets(points[index])
+            ax.draw_artist(scatter)
+        heading.set_text(title)
+        ax.draw_artist(heading)
+        images.append(Image.fromarray(np.asarray(canvas.buffer_rgba())[..., :3].copy()))
+    palette = images[0].quantize(colors=255)
+    indexed = [image.quantize(palette=palette, dither=Image.Dither.NONE) for image in images]
+    with atomic_path(path) as tmp:
+        indexed[0].save(
+            tmp,
+            format="GIF",
+            save_all=True,
+            append_images=indexed[1:],
+            duration=round(1000 / fps),
+            loop=0,
+        )
     return path
 
 
