@@ -14,9 +14,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pipeline.errors import ParamsError
+from pipeline.models.specs import ARCHS as ARCH_SPECS
+from pipeline.models.specs import arch_layer_names
 
 DATASETS = ("mnist_embedded", "mnist", "fashion_mnist", "cifar10", "imagefolder")
-ARCHS = ("small_cnn", "cladec_cnn", "cifar_cnn")
+ARCHS = tuple(ARCH_SPECS)
 ATTRIBUTION_METHODS = (
     "saliency",
     "guided_backprop",
@@ -318,9 +320,7 @@ class Params(_Strict):
 
     @model_validator(mode="after")
     def _layers_exist(self) -> Params:
-        from pipeline.models.archs import build_classifier, layer_names
-
-        known = layer_names(build_classifier(self.classifier.arch, (1, 32, 32), 2))
+        known = arch_layer_names(self.classifier.arch)
         for key, layers in (
             ("cladec.layers", self.cladec.layers),
             ("cladec.variational.layers", self.cladec.variational.layers),

@@ -9,8 +9,8 @@ import logging
 import numpy as np
 
 from pipeline.data import Splits
-from pipeline.explain.explanations import Explanations
 from pipeline.explain.registry import SIGNED, pixel_map
+from pipeline.explain.stored import Explanations
 from pipeline.figures.attributions import Instance, plot_attribution_grid, plot_lime_grid
 from pipeline.figures.common import message_figure, save_figure
 from pipeline.params import ATTRIBUTION_METHODS, load_params

@@ -10,8 +10,9 @@ import torch
 
 from pipeline.data import Splits
 from pipeline.evaluate.protocol import RANDOM, evaluate_attributions, subset_explainer
-from pipeline.explain.explanations import Explanations, background_sample, method_kwargs
+from pipeline.explain.explanations import background_sample, method_kwargs
 from pipeline.explain.registry import method_function
+from pipeline.explain.stored import Explanations
 from pipeline.inference import as_float_images
 from pipeline.io import write_csv, write_json, write_text
 from pipeline.models.export import load_classifier

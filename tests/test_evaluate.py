@@ -15,7 +15,7 @@ from pipeline.evaluate.sanity import (
     spearman_rows,
     ssim_rows,
 )
-from pipeline.explain import attribute
+from pipeline.explain.registry import attribute
 from pipeline.models.archs import build_classifier
 
 

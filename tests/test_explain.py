@@ -9,11 +9,11 @@ import torch
 from known_models import SIZE, RegionModel, region_images
 
 from pipeline.errors import ParamsError
-from pipeline.explain import attribute, method_function, pixel_map
 from pipeline.explain.gradients import make_baseline
 from pipeline.explain.lime_image import explain as lime_explain
 from pipeline.explain.lime_image import kernel_weights, segment, weighted_ridge
 from pipeline.explain.perturb import gaussian_blur
+from pipeline.explain.registry import attribute, method_function, pixel_map
 
 
 def _evidence_share(attributions: np.ndarray, evidence: np.ndarray) -> np.ndarray:

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from pipeline.decode import train_cladec
 from pipeline.errors import ParamsError
 from pipeline.inference import layer_codes
-from pipeline.models import build_classifier
+from pipeline.models.archs import build_classifier
 from pipeline.models.decoding import ClaDecModule, RefAEModule, VAEModule, cladec_loss
 from pipeline.models.generative import ImageDecoder, LayerEncoder, code_shape
 from pipeline.params import parse_params

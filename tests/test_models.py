@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
 from pipeline.errors import ParamsError, PipelineError
-from pipeline.models import build_classifier, layer_names, resolve_layer
+from pipeline.models.archs import build_classifier, layer_names, resolve_layer
 from pipeline.models.classifier import ClassifierModule
 from pipeline.models.export import load_classifier, save_classifier
+from pipeline.models.specs import arch_layer_names
+
+ROOT = Path(__file__).resolve().parents[1]
+PARAMS = ROOT / "params.yaml"
 
 SHAPES = [(1, 28, 28), (3, 32, 32), (3, 20, 24)]
 ARCHS = ["small_cnn", "cladec_cnn", "cifar_cnn"]
@@ -69,3 +77,26 @@ def test_export_round_trip_gives_identical_outputs(tmp_path):
     path.write_bytes(b"garbage")
     with pytest.raises(PipelineError, match="corrupt"):
         load_classifier(path)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_spec_layer_names_match_the_built_network(arch):
+    # params validation lists layer names from the torch-free specs: they must be exactly
+    # what the network resolves
+    model = build_classifier(arch, (3, 32, 32), num_classes=4)
+    assert arch_layer_names(arch) == layer_names(model)
+    for name in arch_layer_names(arch):
+        resolve_layer(model, name)
+
+
+def test_params_validation_does_not_import_torch(tmp_path):
+    # figure stages validate params.yaml too; importing torch there would cost seconds
+    code = (
+        "import sys; from pipeline.params import load_params; "
+        f"load_params({str(PARAMS)!r}); "
+        "print('torch' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    assert out.stdout.strip() == "False"

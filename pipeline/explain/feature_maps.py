@@ -1,16 +1,24 @@
 """What the convolutional layers compute: the activation maps of every conv layer for
-given images (after the layer's ReLU), and the first layer's filter weights."""
+given images (after the layer's ReLU), and the first layer's filter weights.
+
+torch is imported inside the functions that inspect a network: the figure stage only
+needs `strongest_channels` and starts faster without it."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
-from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from torch import Tensor, nn
 
 
 def conv_activation_layers(model: nn.Module) -> list[str]:
     """For every Conv2d, the module path of the first ReLU after it (the map a person
     would look at), or the convolution itself when no ReLU follows before the next one."""
+    from torch import nn
+
     names: list[str] = []
     pending: str | None = None
     for name, module in model.named_modules():
@@ -26,9 +34,10 @@ def conv_activation_layers(model: nn.Module) -> list[str]:
     return names
 
 
-@torch.inference_mode()
 def feature_maps(model: nn.Module, images: Tensor) -> dict[str, np.ndarray]:
     """layer path -> N×C×h×w activations, for every conv layer, in one forward pass."""
+    import torch
+
     model.eval()
     captured: dict[str, np.ndarray] = {}
     handles = []
@@ -39,7 +48,8 @@ def feature_maps(model: nn.Module, images: Tensor) -> dict[str, np.ndarray]:
 
         handles.append(model.get_submodule(name).register_forward_hook(hook))
     try:
-        model(images)
+        with torch.inference_mode():
+            model(images)
     finally:
         for handle in handles:
             handle.remove()
@@ -53,6 +63,8 @@ def strongest_channels(maps: np.ndarray, count: int) -> np.ndarray:
 
 def first_conv_filters(model: nn.Module) -> np.ndarray:
     """out×in×k×k weights of the first Conv2d."""
+    from torch import nn
+
     for module in model.modules():
         if isinstance(module, nn.Conv2d):
             return module.weight.detach().cpu().numpy()

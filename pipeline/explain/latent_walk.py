@@ -1,17 +1,21 @@
 """Contrastive VAE latent walks (after Quint et al. 2020): encode two images of
 different classes, walk the straight line between their latent means, decode every
 step and classify it. Where the prediction flips, and what changes there, shows what
-separates the two classes for the classifier."""
+separates the two classes for the classifier.
+
+torch is imported inside `latent_walk` only: the figure stage reads stored walks with
+`Walk` and `flip_steps` and starts faster without it."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from torch import Tensor
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 
 @dataclass
@@ -39,7 +43,6 @@ def flip_steps(predicted: np.ndarray) -> np.ndarray:
     return np.flatnonzero(predicted[1:] != predicted[:-1]) + 1
 
 
-@torch.inference_mode()
 def latent_walk(
     encode: Callable[[Tensor], Tensor],
     decode: Callable[[Tensor], Tensor],
@@ -49,13 +52,16 @@ def latent_walk(
     steps: int,
 ) -> Walk:
     """`steps` ≥ 2 points from encode(first) to encode(second), both ends included."""
+    import torch
+
     if steps < 2:
         raise ValueError(f"a walk needs at least 2 steps, got {steps}")
-    a, b = encode(first[None])[0], encode(second[None])[0]
-    t = torch.linspace(0, 1, steps)[:, None]
-    latents = (1 - t) * a + t * b
-    decoded = decode(latents)
-    probabilities = F.softmax(classifier(decoded), dim=1)
+    with torch.inference_mode():
+        a, b = encode(first[None])[0], encode(second[None])[0]
+        t = torch.linspace(0, 1, steps)[:, None]
+        latents = (1 - t) * a + t * b
+        decoded = decode(latents)
+        probabilities = torch.softmax(classifier(decoded), dim=1)
     predicted = probabilities.argmax(1).numpy()
     return Walk(
         latents.numpy(), decoded.numpy(), probabilities.numpy(), predicted, flip_steps(predicted)

@@ -1,13 +1,16 @@
-"""Method name -> implementation, imported lazily (shap alone takes seconds to import)."""
+"""Method name -> implementation, imported lazily (shap alone takes seconds to import;
+figure stages that only need SIGNED and pixel_map do not load torch at all)."""
 
 from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from torch import Tensor, nn
 
 from pipeline.errors import ParamsError
 

@@ -17,6 +17,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
 from pipeline.io import atomic_path
 
@@ -68,6 +69,14 @@ def class_colours(count: int) -> list[str]:
     return [to_hex(cmap(k % cmap.N)) for k in range(count)]
 
 
+def _class_handles(colours: Sequence[str], class_names: Sequence[str]) -> list[Line2D]:
+    """Legend entries, one marker per class, for plots that draw all points at once."""
+    return [
+        Line2D([], [], linestyle="", marker="o", markersize=6, color=colour, label=str(name))
+        for colour, name in zip(colours, class_names, strict=True)
+    ]
+
+
 def save_tour_gif(
     frames_xy: Sequence[np.ndarray],
     labels: np.ndarray,
@@ -99,39 +108,40 @@ def save_tour_gif(
     fig = Figure(figsize=(7.2, 5.6), dpi=dpi)
     canvas = FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    members = [np.flatnonzero(classes == k) for k in range(len(class_names))]
-    scatters = [
-        ax.scatter(
-            frames[0][index, 0], frames[0][index, 1], s=10, alpha=0.75, color=colour, label=name
-        )
-        for index, colour, name in zip(members, colours, class_names, strict=True)
-    ]
+    # one collection for all classes, coloured per point: one draw per frame, not one
+    # per class
+    points = ax.scatter(
+        frames[0][:, 0], frames[0][:, 1], s=10, alpha=0.75, c=[colours[k] for k in classes]
+    )
     ax.set_xlim(low, high)
     ax.set_ylim(low, high)
     ax.set_aspect("equal")
     ax.set_xlabel(AXIS_LABELS[0])
     ax.set_ylabel(AXIS_LABELS[1])
-    ax.legend(title="class", loc="upper left", bbox_to_anchor=(1.02, 1.0), markerscale=2)
+    ax.legend(
+        handles=_class_handles(colours, class_names),
+        title="class",
+        loc="upper left",
+        bbox_to_anchor=(1.02, 1.0),
+    )
     heading = ax.set_title(max(titles, key=len))  # room for the longest title
     fig.tight_layout()
     canvas.draw()
     # a full draw places the title; one without it would move it out of the figure
     title_position = heading.get_position()
-    moving = [*scatters, heading]
-    for artist in moving:
+    for artist in (points, heading):
         artist.set_visible(False)
     canvas.draw()
     background = canvas.copy_from_bbox(fig.bbox)
-    for artist in moving:
+    for artist in (points, heading):
         artist.set_visible(True)
     heading.set_position(title_position)
 
     images = []
-    for points, title in zip(frames, titles, strict=True):
+    for xy, title in zip(frames, titles, strict=True):
         canvas.restore_region(background)
-        for scatter, index in zip(scatters, members, strict=True):
-            scatter.set_offsets(points[index])
-            ax.draw_artist(scatter)
+        points.set_offsets(xy)
+        ax.draw_artist(points)
         heading.set_text(title)
         ax.draw_artist(heading)
         images.append(Image.fromarray(np.asarray(canvas.buffer_rgba())[..., :3].copy()))
@@ -158,37 +168,42 @@ def tour_html(
 ) -> str:
     """A self-contained HTML page (plotly.js embedded, works offline) with a play button
     and a slider over the frames; hovering a point shows its instance index and class."""
-    import plotly.graph_objects as go
+    import plotly.io as pio
 
     frames, classes = _check_inputs(frames_xy, labels, class_names, titles)
     colours = class_colours(len(class_names))
     members = [np.flatnonzero(classes == k) for k in range(len(class_names))]
     low, high = _limits(frames)
 
-    def traces(points: np.ndarray) -> list:
+    # plain dicts, not plotly.graph_objects: validating every trace of every frame took
+    # most of the time, and these are built from known-good arrays
+    def traces(points: np.ndarray) -> list[dict]:
         return [
-            go.Scatter(
-                x=points[index, 0],
-                y=points[index, 1],
-                mode="markers",
-                name=str(name),
-                marker={"color": colour, "size": 5, "opacity": 0.8},
-                customdata=index,
-                hovertemplate=f"instance %{{customdata}}<br>class {name}<extra></extra>",
-            )
+            {
+                "type": "scatter",
+                "x": points[index, 0].round(4).tolist(),
+                "y": points[index, 1].round(4).tolist(),
+                "mode": "markers",
+                "name": str(name),
+                "marker": {"color": colour, "size": 5, "opacity": 0.8},
+                "customdata": index.tolist(),
+                "hovertemplate": f"instance %{{customdata}}<br>class {name}<extra></extra>",
+            }
             for index, colour, name in zip(members, colours, class_names, strict=True)
         ]
 
     names = [str(k) for k in range(len(frames))]
-    figure = go.Figure(
-        data=traces(frames[0]),
-        frames=[
-            go.Frame(
-                data=traces(points), name=name, layout={"title": {"text": f"{title}<br>{label}"}}
-            )
+    figure: dict = {
+        "data": traces(frames[0]),
+        "frames": [
+            {
+                "data": traces(points),
+                "name": name,
+                "layout": {"title": {"text": f"{title}<br>{label}"}},
+            }
             for points, name, label in zip(frames, names, titles, strict=True)
         ],
-    )
+    }
     play = {
         "frame": {"duration": 100, "redraw": False},
         "transition": {"duration": 0},
@@ -200,7 +215,7 @@ def tour_html(
         "transition": {"duration": 0},
         "mode": "immediate",
     }
-    figure.update_layout(
+    figure["layout"] = dict(
         title={"text": f"{title}<br>{titles[0]}"},
         xaxis={"range": [low, high], "title": {"text": AXIS_LABELS[0]}},
         yaxis={
@@ -241,7 +256,7 @@ def tour_html(
             }
         ],
     )
-    return figure.to_html(include_plotlyjs=True, full_html=True)
+    return pio.to_html(figure, include_plotlyjs=True, full_html=True, validate=False)
 
 
 def plot_tour_frames(
@@ -265,15 +280,9 @@ def plot_tour_frames(
     )
     for ax in axes.flat[len(frames) :]:
         ax.set_visible(False)
-    handles = []
+    point_colours = [colours[k] for k in classes]
     for k, (ax, points, label) in enumerate(zip(axes.flat, frames, titles, strict=False)):
-        for cls, (colour, name) in enumerate(zip(colours, class_names, strict=True)):
-            index = classes == cls
-            handle = ax.scatter(
-                points[index, 0], points[index, 1], s=6, alpha=0.75, color=colour, label=name
-            )
-            if k == 0:
-                handles.append(handle)
+        ax.scatter(points[:, 0], points[:, 1], s=6, alpha=0.75, c=point_colours)
         ax.set_xlim(low, high)
         ax.set_ylim(low, high)
         ax.set_aspect("equal")
@@ -284,12 +293,10 @@ def plot_tour_frames(
         if k >= len(frames) - cols:
             ax.set_xlabel(AXIS_LABELS[0])
     fig.legend(
-        handles,
-        [str(name) for name in class_names],
+        handles=_class_handles(colours, class_names),
         title="class",
         loc="center left",
         bbox_to_anchor=(1.0, 0.5),
-        markerscale=2,
     )
     fig.suptitle(title)
     fig.tight_layout()

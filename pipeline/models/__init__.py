@@ -1,5 +1,2 @@
-"""Models: classifier architectures and their Lightning modules."""
-
-from pipeline.models.archs import build_classifier, layer_names, resolve_layer
-
-__all__ = ["build_classifier", "layer_names", "resolve_layer"]
+"""Models: classifier architectures (specs.py as data, archs.py as torch modules),
+their Lightning modules and the generative networks."""

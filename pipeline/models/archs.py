@@ -5,12 +5,13 @@ penultimate dense layer, after its ReLU). Any other module path works too."""
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 
 from pipeline.errors import ParamsError
+from pipeline.models.specs import ALIASES, ARCHS, ArchSpec, ConvBlock
 
 ImageShape = tuple[int, int, int]
 
@@ -49,70 +50,37 @@ class ImageClassifier(nn.Module):
         self.dense = nn.Sequential(nn.Flatten(), nn.Linear(flat, hidden), nn.ReLU())
         self.dropout = nn.Dropout(dropout)
         self.logits = nn.Linear(hidden, num_classes)
-        self.named_layers = {"conv": f"features.{conv_layer}", "dense": "dense"}
+        self.named_layers = dict(zip(ALIASES, (f"features.{conv_layer}", "dense"), strict=True))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.logits(self.dropout(self.dense(self.features(self.normalize(x)))))
 
 
-def _block(
-    c_in: int,
-    c_out: int,
-    kernel: int,
-    *,
-    bn: bool,
-    pool: bool,
-    convs: int = 1,
-    dropout: float = 0.0,
-) -> nn.Sequential:
+def _block(c_in: int, block: ConvBlock) -> nn.Sequential:
     layers: list[nn.Module] = []
-    for i in range(convs):
-        layers.append(nn.Conv2d(c_in if i == 0 else c_out, c_out, kernel, padding=kernel // 2))
-        if bn:
-            layers.append(nn.BatchNorm2d(c_out))
-        layers.append(nn.ReLU())
-    if pool:
-        layers.append(nn.MaxPool2d(2))
-    if dropout:
-        layers.append(nn.Dropout(dropout))
+    c = c_in
+    for part in block.parts():
+        if part == "conv":
+            layers.append(nn.Conv2d(c, block.channels, block.kernel, padding=block.kernel // 2))
+            c = block.channels
+        elif part == "bn":
+            layers.append(nn.BatchNorm2d(block.channels))
+        elif part == "relu":
+            layers.append(nn.ReLU())
+        else:
+            layers.append(nn.MaxPool2d(2))
     return nn.Sequential(*layers)
 
 
-def _small_cnn(c: int) -> tuple[nn.Sequential, str, int, float]:
-    blocks = OrderedDict(
-        block1=_block(c, 16, 3, bn=False, pool=True),
-        block2=_block(16, 32, 3, bn=False, pool=True),
-        block3=_block(32, 64, 3, bn=False, pool=False),
-    )
-    return nn.Sequential(blocks), "block3", 128, 0.0
-
-
-def _cladec_cnn(c: int) -> tuple[nn.Sequential, str, int, float]:
-    blocks = OrderedDict(
-        block1=_block(c, 32, 5, bn=True, pool=True),
-        block2=_block(32, 64, 5, bn=True, pool=True),
-        drop=nn.Dropout(0.25),
-    )
-    return nn.Sequential(blocks), "block2", 128, 0.5
-
-
-def _cifar_cnn(c: int) -> tuple[nn.Sequential, str, int, float]:
-    blocks = OrderedDict(
-        block1=_block(c, 32, 3, bn=True, pool=True, convs=2),
-        drop1=nn.Dropout(0.2),
-        block2=_block(32, 64, 3, bn=True, pool=True, convs=2),
-        drop2=nn.Dropout(0.3),
-        block3=_block(64, 128, 3, bn=True, pool=True, convs=2),
-        drop3=nn.Dropout(0.4),
-    )
-    return nn.Sequential(blocks), "block3", 256, 0.5
-
-
-ARCH_BUILDERS: dict[str, Callable[[int], tuple[nn.Sequential, str, int, float]]] = {
-    "small_cnn": _small_cnn,
-    "cladec_cnn": _cladec_cnn,
-    "cifar_cnn": _cifar_cnn,
-}
+def _features(spec: ArchSpec, channels: int) -> nn.Sequential:
+    modules: OrderedDict[str, nn.Module] = OrderedDict()
+    for name, part in spec.features:
+        if isinstance(part, ConvBlock):
+            modules[name] = _block(channels, part)
+            channels = part.channels
+        else:
+            modules[name] = nn.Dropout(part.p)
+    return nn.Sequential(modules)
 
 
 def build_classifier(
@@ -123,19 +91,19 @@ def build_classifier(
     std: Sequence[float] | None = None,
 ) -> ImageClassifier:
     """Build a named architecture for images of `input_shape` (C, H, W)."""
-    if arch not in ARCH_BUILDERS:
-        raise ParamsError(f"unknown arch {arch!r}; allowed: {', '.join(ARCH_BUILDERS)}")
+    if arch not in ARCHS:
+        raise ParamsError(f"unknown arch {arch!r}; allowed: {', '.join(ARCHS)}")
     channels = input_shape[0]
     if min(input_shape[1:]) < 8:
         raise ParamsError(f"images of {input_shape[1]}x{input_shape[2]} are too small (min 8x8)")
-    features, conv_layer, hidden, dropout = ARCH_BUILDERS[arch](channels)
+    spec = ARCHS[arch]
     return ImageClassifier(
-        features,
-        conv_layer,
+        _features(spec, channels),
+        spec.conv_layer,
         input_shape,
         num_classes,
-        hidden,
-        dropout,
+        spec.hidden,
+        spec.dropout,
         mean if mean is not None else [0.0] * channels,
         std if std is not None else [1.0] * channels,
     )

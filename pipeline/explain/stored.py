@@ -1,0 +1,50 @@
+"""An attribution method's arrays on disk (`explanations/<method>.npz`), readable
+without torch: the figure stages only draw what the explain stages stored."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.errors import PipelineError
+from pipeline.io import write_npz
+
+
+@dataclass
+class Explanations:
+    method: str
+    predicted: np.ndarray  # N×C'×H×W, for the predicted class of each instance
+    true: np.ndarray  # M×C'×H×W, for the true class of the misclassified instances
+    true_rows: np.ndarray  # M rows of the selection those belong to
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def save(self, path: str | Path) -> None:
+        write_npz(
+            path,
+            method=np.array(self.method),
+            predicted=self.predicted,
+            true=self.true,
+            true_rows=self.true_rows,
+            **{f"extra_{k}": v for k, v in self.extras.items()},
+        )
+
+    @classmethod
+    def load(cls, path: str | Path) -> Explanations:
+        path = Path(path)
+        if not path.is_file():
+            raise PipelineError(
+                f"{path} not found: run its explain stage (`dvc repro explain@{path.stem}`)"
+            )
+        try:
+            with np.load(path) as z:
+                return cls(
+                    method=str(z["method"]),
+                    predicted=z["predicted"],
+                    true=z["true"],
+                    true_rows=z["true_rows"],
+                    extras={k[6:]: z[k] for k in z.files if k.startswith("extra_")},
+                )
+        except (OSError, KeyError, ValueError) as exc:
+            raise PipelineError(f"{path} is corrupt ({exc}); rerun its explain stage") from None
