@@ -6,6 +6,7 @@ explanations, evaluation) start without Lightning's import time.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 
 import numpy as np
@@ -60,3 +61,16 @@ def channels_last(images: Tensor) -> Tensor:
     # .to(), not .contiguous(): a one-channel tensor already counts as channels-last
     # contiguous, and .contiguous() would then keep the strides that make conv slow
     return images.to(memory_format=torch.channels_last) if images.dim() == 4 else images
+
+
+def inference_copy(net: nn.Module) -> nn.Module:
+    """A copy of a network for large no-gradient batches (LIME's perturbations, the
+    deletion and insertion curves): eval mode, channels-last weights, and ReLUs that
+    work in place, which saves writing a new activation tensor after every layer (about
+    30% of small_cnn's forward time on the CPU). Outputs are identical. Never for
+    training or for methods that hook the ReLUs (guided backprop), hence a copy."""
+    fast = copy.deepcopy(net).eval().requires_grad_(False)
+    for module in fast.modules():
+        if isinstance(module, nn.ReLU):
+            module.inplace = True
+    return fast.to(memory_format=torch.channels_last)

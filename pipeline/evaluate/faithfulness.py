@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pipeline.explain.perturb import gaussian_blur
-from pipeline.inference import channels_last
+from pipeline.inference import channels_last, inference_copy
 
 
 @dataclass
@@ -77,7 +77,7 @@ def deletion_insertion(
 ) -> Curves:
     """Both curves for N images (float, N×C×H×W) and their N×H×W attribution maps;
     `classes` are the classes whose probability is tracked (the original predictions)."""
-    model.eval()
+    model = inference_copy(model)
     masks = reveal_masks(maps, steps).unsqueeze(2).to(images.dtype)  # S×N×1×H×W
     s, n = masks.shape[:2]
     blurred = gaussian_blur(images, blur_sigma)
