@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from pipeline import training
 from pipeline.data import Splits
 from pipeline.inference import as_float_images, batched, layer_codes
-from pipeline.io import atomic_path
+from pipeline.io import write_torch
 from pipeline.models import archs, decoding, generative
 from pipeline.models.archs import ImageClassifier
 from pipeline.models.decoding import ClaDecModule, RefAEModule, VAEModule
@@ -217,5 +217,4 @@ def save_module(
     state = {
         k: v.detach().cpu() for k, v in module.state_dict().items() if not k.startswith(skip_prefix)
     }
-    with atomic_path(path) as tmp:
-        torch.save({"config": config, "state_dict": state}, tmp)
+    write_torch(path, {"config": config, "state_dict": state})

@@ -43,6 +43,20 @@ def read_npz(path: str | Path) -> dict[str, np.ndarray]:
         return {key: archive[key] for key in archive.files}
 
 
+def write_torch(path: str | Path, payload: Any) -> None:
+    """torch.save, atomically and with the same bytes for the same payload.
+
+    torch names the archive's root folder after the file it writes, so saving straight
+    to a random temporary name gave every save different bytes, and DVC reran whatever
+    depends on the file even when the weights were identical."""
+    import torch  # here, not at the top: figure stages use this module without torch
+
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(buffer.getvalue())
+
+
 def write_json(path: str | Path, payload: Any) -> None:
     """Write pretty JSON atomically."""
     with atomic_path(path) as tmp:

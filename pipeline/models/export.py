@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from pipeline.errors import PipelineError
-from pipeline.io import atomic_path
+from pipeline.io import write_torch
 from pipeline.models.archs import ImageClassifier, ImageShape, build_classifier
 
 
@@ -25,8 +25,7 @@ def save_classifier(
         "class_names": list(class_names),
         "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
     }
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    write_torch(path, payload)
 
 
 def load_classifier(path: str | Path) -> tuple[ImageClassifier, list[str]]:
