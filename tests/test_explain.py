@@ -163,6 +163,35 @@ def test_lime_recovers_a_linear_model_on_superpixels() -> None:
     assert result.attributions[0, 0, 0, 0] == result.weights[0][0]  # pixels carry their weight
 
 
+def test_lime_runs_blas_on_one_thread_and_gives_the_threads_back() -> None:
+    """numpy's BLAS threads busy-wait between LIME's small ridge solves and slow the
+    forward passes: explain() runs them single-threaded and restores the setting."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    def blas_threads() -> set[int]:
+        return {p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"}
+
+    seen: list[set[int]] = []
+
+    class Recording(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            seen.append(blas_threads())
+            return torch.stack([-x.mean((1, 2, 3)), x.mean((1, 2, 3))], 1)
+
+    segments = np.repeat(np.repeat(np.arange(4).reshape(2, 2), 8, 0), 8, 1)[None]
+    with threadpool_limits(limits=2, user_api="blas"):
+        assert blas_threads() == {2}
+        lime_explain(
+            Recording(),
+            torch.ones(1, 1, 16, 16),
+            torch.tensor([1]),
+            segment_maps=segments,
+            samples=50,
+        )
+        assert seen and all(threads == {1} for threads in seen)
+        assert blas_threads() == {2}
+
+
 @pytest.mark.parametrize("method", ["slic", "quickshift"])
 def test_segmentation_labels_are_dense(method) -> None:
     images, _ = region_images(1)
