@@ -60,11 +60,21 @@ def main() -> None:
         targets = net(images).argmax(1)
     segments = np.stack([segment(im.numpy(), "slic", args.segments) for im in images])
 
-    @torch.inference_mode()
-    def classifier_fn(batch: np.ndarray) -> np.ndarray:
-        # lime hands over H×W×3 images; our grey classifier takes the first channel
-        x = torch.as_tensor(batch[..., : images.shape[1]], dtype=torch.float32)
-        return F.softmax(net(x.permute(0, 3, 1, 2)), dim=1).numpy()
+    def lime_classifier_fn(network: torch.nn.Module) -> Callable[[np.ndarray], np.ndarray]:
+        """lime's classifier_fn for a network: lime hands over H×W×3 images, and our grey
+        classifier takes the first channel."""
+
+        @torch.inference_mode()
+        def classify(batch: np.ndarray) -> np.ndarray:
+            x = torch.as_tensor(batch[..., : images.shape[1]], dtype=torch.float32)
+            return F.softmax(network(x.permute(0, 3, 1, 2)), dim=1).numpy()
+
+        return classify
+
+    classifier_fn = lime_classifier_fn(net)
+    # the same network as our LIME runs it (in-place ReLUs), to show how much of the gap
+    # is the implementation rather than the forward pass
+    fast_classifier_fn = lime_classifier_fn(inference_copy(net))
 
     def lime_patterns(seed: int, features: int) -> np.ndarray:
         # LimeImageExplainer draws a segmentation seed first (even when a segmentation_fn
@@ -75,15 +85,6 @@ def main() -> None:
         data = data.reshape((args.samples, features))
         data[0, :] = 1
         return data
-
-    fast_net = inference_copy(net)
-
-    @torch.inference_mode()
-    def fast_classifier_fn(batch: np.ndarray) -> np.ndarray:
-        # the same network as our LIME runs it (in-place ReLUs), to show how much of the
-        # gap is the implementation rather than the forward pass
-        x = torch.as_tensor(batch[..., : images.shape[1]], dtype=torch.float32)
-        return F.softmax(fast_net(x.permute(0, 3, 1, 2)), dim=1).numpy()
 
     times: dict[str, list[float]] = {
         "ours": [],
