@@ -12,6 +12,7 @@ import torch
 
 from pipeline.errors import PipelineError
 from pipeline.explain.ice import (
+    Concepts,
     class_presence,
     class_weights,
     concept_scores,
@@ -62,6 +63,7 @@ def main() -> None:
             )
         floats = as_float_images(images)
         fidelity_rows = []
+        fitted: dict[int, Concepts] = {}
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*Maximum number of iterations.*")
             for n in sorted(set(cfg.fidelity_concepts)):
@@ -70,13 +72,20 @@ def main() -> None:
                         "skipping %d concepts: layer %s has %d channels", n, cfg.layer, channels
                     )
                     continue
-                fitted = fit_concepts(activations, n, params.seed)
-                fidelity_rows.append(fidelity(net, cfg.layer, floats, activations, fitted, labels))
-            concepts = fit_concepts(activations, cfg.concepts, params.seed)
+                fitted[n] = fit_concepts(activations, n, params.seed)
+                fidelity_rows.append(
+                    fidelity(net, cfg.layer, floats, activations, fitted[n], labels)
+                )
+            # the concept count shown is usually one of those measured: fit it once
+            if cfg.concepts in fitted:
+                concepts = fitted[cfg.concepts]
+            else:
+                concepts = fit_concepts(activations, cfg.concepts, params.seed)
         scores = concept_scores(activations, concepts)
         presence = class_presence(scores, labels, len(inputs.names), cfg.presence_threshold)
         weights = class_weights(net, cfg.layer, floats, activations, concepts)
         top, bottom = top_images(scores, cfg.examples)
+        examples = np.unique(np.concatenate([top, bottom], None))
         size = splits.image_shape[1:]
         shown = spread(selection, 8)
         shown_images = splits.x_test[selection.indices[shown]]
@@ -93,8 +102,8 @@ def main() -> None:
             images=images,
             top=top,
             bottom=bottom,
-            example_maps=upsample(scores[np.unique(np.concatenate([top, bottom], None))], size),
-            example_rows=np.unique(np.concatenate([top, bottom], None)),
+            example_maps=upsample(scores[examples], size),
+            example_rows=examples,
             class_names=np.array(inputs.names),
         )
         write_json(paths.part_dir(PART) / "fidelity.json", fidelity_rows)
