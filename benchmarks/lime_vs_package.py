@@ -37,7 +37,7 @@ from scipy.stats import spearmanr
 from threadpoolctl import threadpool_limits
 
 from pipeline.data import Splits
-from pipeline.explain.lime_image import explain, segment
+from pipeline.explain.methods.lime import LimeParams, explain, segment
 from pipeline.inference import as_float_images, inference_copy
 from pipeline.models.export import load_classifier
 
@@ -58,7 +58,14 @@ def main() -> None:
     images = as_float_images(splits.x_test[: args.images])
     with torch.inference_mode():
         targets = net(images).argmax(1)
-    segments = np.stack([segment(im.numpy(), "slic", args.segments) for im in images])
+    settings = LimeParams(
+        segments=args.segments,
+        samples=args.samples,
+        fill="black",
+        kernel_width=0.25,
+        batch_size=args.batch_size,
+    )
+    segments = np.stack([segment(im.numpy(), settings) for im in images])
 
     def lime_classifier_fn(network: torch.nn.Module) -> Callable[[np.ndarray], np.ndarray]:
         """lime's classifier_fn for a network: lime hands over H×W×3 images, and our grey
@@ -97,13 +104,6 @@ def main() -> None:
     independent: list[float] = []
     lime_vs_lime: list[float] = []
     max_weight_gap: list[float] = []
-    common = {
-        "samples": args.samples,
-        "segment_maps": segments,
-        "fill": "black",
-        "kernel_width": 0.25,
-        "batch_size": args.batch_size,
-    }
     features = [int(s.max()) + 1 for s in segments]
 
     def lime_weights(i: int, seed: int, batch_size: int, fn: Callable) -> np.ndarray:
@@ -131,14 +131,15 @@ def main() -> None:
         seeds = [round_ * 1000 + i for i in range(len(images))]
         # ours runs as the explain stage runs it: all selected images in one call
         start = time.perf_counter()
-        ours = explain(net, images, targets, seed=round_, **common)
+        ours = explain(net, images, targets, settings, seed=round_, segment_maps=segments)
         times["ours"].append((time.perf_counter() - start) / len(images))
         replayed = explain(
             net,
             images,
             targets,
+            settings,
+            segment_maps=segments,
             patterns=[lime_patterns(s, f) for s, f in zip(seeds, features, strict=True)],
-            **common,
         )
         for i, seed in enumerate(seeds):
             variants = (

@@ -1,4 +1,4 @@
-"""Training and evaluating the classifier: per-epoch prediction records for
+"""Training and evaluating the classifier: per-training-epoch prediction records for
 InstanceFlow, test metrics, and the orchestration the classifier stage calls."""
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ HISTORY_KEYS = ("train_loss", "train_acc", "val_loss", "val_acc")
 
 
 class PredictionRecorder(Callback):
-    """After every epoch, the predicted class and probabilities of a fixed subset of
+    """After every training epoch, the predicted class and probabilities of a fixed subset of
     test instances: the raw material of InstanceFlow."""
 
     def __init__(self, images: np.ndarray) -> None:
@@ -79,7 +79,7 @@ class ClassifierResult:
     module: ClassifierModule
     history: list[dict[str, float]]
     tracked: np.ndarray  # indices into the test split
-    epoch_probabilities: np.ndarray  # epochs × tracked × classes
+    epoch_probabilities: np.ndarray  # training epochs × tracked × classes
     resumed_from: Path | None
 
 
@@ -93,7 +93,8 @@ def train_classifier(
     logger: Any = False,
     extra_callbacks: Sequence[Callback] = (),
 ) -> ClassifierResult:
-    """Train (or resume) the classifier; every epoch is checkpointed in `checkpoint_dir`."""
+    """Train (or resume) the classifier; every training epoch is checkpointed in
+    `checkpoint_dir`."""
     cfg = params.classifier
     pl.seed_everything(params.seed, workers=True, verbose=False)
     mean = (splits.x_train / 255.0).mean(axis=(0, 2, 3)).tolist()
@@ -125,3 +126,29 @@ def train_classifier(
         epoch_probabilities=np.stack(recorder.probabilities).astype(np.float32),
         resumed_from=result.resumed_from,
     )
+
+
+def epoch_prediction_record(
+    result: ClassifierResult, test_labels: np.ndarray, class_names: Sequence[str]
+) -> dict[str, np.ndarray]:
+    """The tracked test images' predictions after every training epoch, as the arrays
+    of epoch_predictions.npz (InstanceFlow's input)."""
+    return {
+        "test_indices": result.tracked,
+        "labels": test_labels[result.tracked],
+        "epochs": np.array([row["epoch"] for row in result.history]),
+        "probabilities": result.epoch_probabilities,
+        "predictions": result.epoch_probabilities.argmax(-1),
+        "class_names": np.array(class_names),
+    }
+
+
+def prediction_pairs(
+    labels: np.ndarray, predicted: np.ndarray, class_names: Sequence[str]
+) -> list[dict[str, str]]:
+    """One (actual, predicted) row per test image, by class name: what DVC's confusion
+    plot template reads."""
+    return [
+        {"actual": class_names[a], "predicted": class_names[p]}
+        for a, p in zip(labels, predicted, strict=True)
+    ]

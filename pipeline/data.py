@@ -15,6 +15,7 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -85,6 +86,19 @@ class Splits:
     @property
     def image_shape(self) -> tuple[int, int, int]:
         return tuple(self.x_train.shape[1:])  # type: ignore[return-value]
+
+    def summary(self) -> dict[str, Any]:
+        """What the data stage reports (metrics/data.json): classes, image shape, split
+        sizes and training images per class, to spot a skewed or truncated dataset."""
+        counts = np.bincount(self.y_train, minlength=self.num_classes).tolist()
+        return {
+            "classes": self.num_classes,
+            "image_shape": list(self.image_shape),
+            "train": len(self.y_train),
+            "val": len(self.y_val),
+            "test": len(self.y_test),
+            "train_per_class": dict(zip(self.class_names, counts, strict=True)),
+        }
 
     def save(self, path: str | Path) -> None:
         arrays = {key: getattr(self, key) for key in SPLIT_KEYS}

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pipeline.models.generative import LayerEncoder
+from pipeline.models.archs import LayerEncoder
 
 
 def as_float_images(images: np.ndarray) -> Tensor:

@@ -75,3 +75,13 @@ def write_csv(path: str | Path, rows: list[dict[str, Any]], columns: list[str]) 
     writer.writeheader()
     writer.writerows(rows)
     write_text(path, buffer.getvalue())
+
+
+def read_csv(path: str | Path, as_float: bool = False) -> list[dict[str, Any]]:
+    """Rows of a CSV as dicts (the reverse of write_csv); with as_float every cell is a
+    float, an empty cell NaN (a per-epoch history read back for its figure)."""
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    if as_float:
+        return [{k: float(v) if v else float("nan") for k, v in row.items()} for row in rows]
+    return rows

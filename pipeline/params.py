@@ -11,22 +11,24 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
 from pipeline.errors import ParamsError
+from pipeline.explain.registry import attribution_methods, inside_parts
 from pipeline.models.specs import ARCHS as ARCH_SPECS
-from pipeline.models.specs import arch_layer_names
+from pipeline.models.specs import arch_layer_names, spatial_layer_names
 
 DATASETS = ("mnist_embedded", "mnist", "fashion_mnist", "cifar10", "imagefolder")
 ARCHS = tuple(ARCH_SPECS)
-ATTRIBUTION_METHODS = (
-    "saliency",
-    "guided_backprop",
-    "integrated_gradients",
-    "gradcam",
-    "shap",
-    "lime",
-)
 ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "tpu", "auto")
 STRATEGIES = (
     "auto",
@@ -145,127 +147,35 @@ class SelectParams(_Strict):
     confused_pairs: Annotated[int, Field(ge=0)] = 3
 
 
-class _MethodParams(_Strict):
-    batch_size: PositiveInt = 256
+def _explanation_group(model_name: str, classes: dict[str, Any], **extra: Any) -> type[BaseModel]:
+    """A params group with one field per registered explanation, its type and default
+    the class's own `Params`: defaults are written once, in the explanation's module."""
+    fields: dict[str, Any] = {
+        name: (cls.Params, Field(default_factory=cls.Params)) for name, cls in classes.items()
+    }
+    return create_model(model_name, __base__=_Strict, **extra, **fields)
 
 
-class SaliencyParams(_MethodParams):
-    absolute: bool = True
+def _unique(value: list) -> list:
+    if len(set(value)) != len(value):
+        raise ValueError(f"entries must be unique, got {value}")
+    return value
 
 
-class GuidedBackpropParams(_MethodParams):
-    pass
-
-
-class IntegratedGradientsParams(_MethodParams):
-    steps: Annotated[int, Field(ge=2)] = 32
-    baseline: Literal["black", "white", "mean", "blur"] = "black"
-    blur_sigma: PositiveFloat = 3.0
-
-
-class GradCAMParams(_MethodParams):
-    layer: Annotated[str, Field(min_length=1)] = "conv"
-
-
-class ShapParams(_MethodParams):
-    explainer: Literal["gradient", "partition"] = "gradient"
-    background: PositiveInt = 100
-    samples: PositiveInt = 128
-    max_evals: Annotated[int, Field(ge=10)] = 500
-    blur: Annotated[int, Field(ge=1)] = 7
-
-
-class LimeParams(_MethodParams):
-    segmentation: Literal["slic", "quickshift"] = "slic"
-    segments: Annotated[int, Field(ge=2)] = 40
-    compactness: PositiveFloat = 0.2
-    kernel_size: PositiveFloat = 2.0
-    max_dist: PositiveFloat = 6.0
-    samples: Annotated[int, Field(ge=10)] = 1000
-    kernel_width: PositiveFloat = 0.25
-    fill: Literal["black", "mean"] = "black"
-    features: PositiveInt = 5
-    batch_size: PositiveInt = 512
-
-
-class FeatureMapsParams(_Strict):
-    instances: PositiveInt = 6
-    channels: PositiveInt = 12
-
-
-class ActivationMaxParams(_Strict):
-    layer: Annotated[str, Field(min_length=1)] = "conv"
-    iterations: PositiveInt = 64
-    step: PositiveFloat = 0.05
-
-
-ConceptCounts = Annotated[list[PositiveInt], Field(min_length=1)]
-
-
-class IceParams(_Strict):
-    layer: Annotated[str, Field(min_length=1)] = "conv"
-    concepts: PositiveInt = 5
-    fidelity_concepts: ConceptCounts = [2, 3, 5, 8, 12]
-    images: Annotated[int, Field(ge=10)] = 500
-    presence_threshold: Annotated[float, Field(gt=0, le=1)] = 0.5
-    examples: PositiveInt = 5
-
-
-class InstanceFlowParams(_Strict):
-    epochs: Annotated[int, Field(ge=2)] = 6
-    classes: list[Annotated[int, Field(ge=0)]] | None = None
-    unstable: PositiveInt = 8
-
-
-class VaeWalksParams(_Strict):
-    steps: Annotated[int, Field(ge=2)] = 12
-    pairs_per_class_pair: PositiveInt = 2
-
-
-class CladecExplainParams(_Strict):
-    instances: PositiveInt = 8
-    grid: Annotated[int, Field(ge=2)] = 12
-
-
-class GrandTourParams(_Strict):
-    layers: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)] = [
-        "softmax",
-        "dense",
-    ]
-    instances: Annotated[int, Field(ge=10)] = 1000
-    frames: Annotated[int, Field(ge=2)] = 36
-
-
-class EpochsParams(_Strict):
-    method: Literal["gradcam", "saliency"] = "gradcam"
-    instances: PositiveInt = 6
-
-
-class ExplainParams(_Strict):
-    methods: Annotated[list[Literal[ATTRIBUTION_METHODS]], Field(min_length=1)] = list(  # type: ignore[valid-type]
-        ATTRIBUTION_METHODS
-    )
-    saliency: SaliencyParams = SaliencyParams()
-    guided_backprop: GuidedBackpropParams = GuidedBackpropParams()
-    integrated_gradients: IntegratedGradientsParams = IntegratedGradientsParams()
-    gradcam: GradCAMParams = GradCAMParams()
-    shap: ShapParams = ShapParams()
-    lime: LimeParams = LimeParams()
-    feature_maps: FeatureMapsParams = FeatureMapsParams()
-    activation_max: ActivationMaxParams = ActivationMaxParams()
-    ice: IceParams = IceParams()
-    instanceflow: InstanceFlowParams = InstanceFlowParams()
-    vae_walks: VaeWalksParams = VaeWalksParams()
-    cladec: CladecExplainParams = CladecExplainParams()
-    grand_tour: GrandTourParams = GrandTourParams()
-    epochs: EpochsParams = EpochsParams()
-
-    @field_validator("methods")
-    @classmethod
-    def _unique(cls, value: list) -> list:
-        if len(set(value)) != len(value):
-            raise ValueError(f"entries must be unique, got {value}")
-        return value
+ATTRIBUTION_CLASSES = attribution_methods()
+ATTRIBUTION_METHODS = tuple(ATTRIBUTION_CLASSES)
+MethodName = Literal[ATTRIBUTION_METHODS]  # type: ignore[valid-type]
+ExplainParams = _explanation_group(
+    "ExplainParams",
+    ATTRIBUTION_CLASSES,
+    methods=(
+        Annotated[list[MethodName], Field(min_length=1), AfterValidator(_unique)],
+        Field(default_factory=lambda: list(ATTRIBUTION_METHODS)),
+    ),
+)
+INSIDE_CLASSES = inside_parts()
+INSIDE_PARTS = tuple(INSIDE_CLASSES)
+InsideParams = _explanation_group("InsideParams", INSIDE_CLASSES)
 
 
 class EvaluateParams(_Strict):
@@ -313,7 +223,8 @@ class Params(_Strict):
     vae: VAEParams = VAEParams()
     cladec: ClaDecParams = ClaDecParams()
     select: SelectParams = SelectParams()
-    explain: ExplainParams = ExplainParams()
+    explain: ExplainParams = Field(default_factory=ExplainParams)  # type: ignore[valid-type]
+    inside: InsideParams = Field(default_factory=InsideParams)  # type: ignore[valid-type]
     evaluate: EvaluateParams = EvaluateParams()
     trainer: TrainerParams = TrainerParams()
     tracking: TrackingParams = TrackingParams()
@@ -321,23 +232,40 @@ class Params(_Strict):
     @model_validator(mode="after")
     def _layers_exist(self) -> Params:
         known = arch_layer_names(self.classifier.arch)
-        for key, layers in (
-            ("cladec.layers", self.cladec.layers),
-            ("cladec.variational.layers", self.cladec.variational.layers),
-            ("explain.gradcam.layer", [self.explain.gradcam.layer]),
-            ("explain.activation_max.layer", [self.explain.activation_max.layer]),
-            ("explain.ice.layer", [self.explain.ice.layer]),
-            (
-                "explain.grand_tour.layers",
-                [n for n in self.explain.grand_tour.layers if n != "softmax"],
-            ),
-        ):
+        spatial = spatial_layer_names(self.classifier.arch)
+        checks: list[tuple[str, list[str], tuple[str, ...], bool]] = [
+            ("cladec.layers", self.cladec.layers, (), False),
+            ("cladec.variational.layers", self.cladec.variational.layers, (), False),
+        ]
+        for group, classes in (("explain", ATTRIBUTION_CLASSES), ("inside", INSIDE_CLASSES)):
+            for name, cls in classes.items():
+                p = getattr(getattr(self, group), name)
+                for key in ("layer", "layers"):
+                    if hasattr(p, key):
+                        value = getattr(p, key)
+                        layers = [value] if isinstance(value, str) else list(value)
+                        checks.append(
+                            (
+                                f"{group}.{name}.{key}",
+                                layers,
+                                cls.extra_layer_names,
+                                cls.needs_spatial_layer,
+                            )
+                        )
+        for key, layers, extra, needs_spatial in checks:
             for layer in layers:
+                if layer in extra:
+                    continue
                 if layer not in known:
                     raise ValueError(
                         f"{key}: unknown layer {layer!r} for arch {self.classifier.arch!r}; "
                         f"use conv, dense or a module path such as "
                         f"{', '.join(n for n in known[2:] if n.count('.') == 0)}"
+                    )
+                if needs_spatial and layer not in spatial:
+                    raise ValueError(
+                        f"{key}: layer {layer!r} has no spatial maps; use conv or one of "
+                        f"{', '.join(n for n in spatial if n != 'conv')}"
                     )
         return self
 

@@ -12,15 +12,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from pipeline.checkpoint_files import epoch_checkpoints as epoch_checkpoints  # re-exported
 from pipeline.errors import PipelineError
-from pipeline.models.archs import ImageClassifier, ImageShape, build_classifier
-from pipeline.models.generative import (
-    CodeShape,
-    ConvEncoder,
-    GaussianHead,
-    ImageDecoder,
-    LayerEncoder,
-)
+from pipeline.models.archs import ImageClassifier, ImageShape, LayerEncoder, build_classifier
+from pipeline.models.generative_nets import CodeShape, ConvEncoder, GaussianHead, ImageDecoder
 
 
 def _payload(path: str | Path, stage: str) -> dict[str, Any]:
@@ -124,17 +119,6 @@ def load_refae(
     encoder = _load(LayerEncoder(net, layer), _part(state, "encoder."), path, stage)
     decoder = _load(ImageDecoder(code_shape, image_shape), _part(state, "decoder."), path, stage)
     return nn.Sequential(encoder, decoder).eval()
-
-
-def epoch_checkpoint_name(epoch: int) -> str:
-    """The file the training loop writes after `epoch` (1-based)."""
-    return f"epoch-{epoch:03d}.ckpt"
-
-
-def epoch_checkpoints(directory: str | Path) -> list[tuple[int, Path]]:
-    """(epoch, path) of every per-epoch checkpoint in a directory, in epoch order."""
-    found = [(int(p.stem.split("-")[1]), p) for p in Path(directory).glob("epoch-*.ckpt")]
-    return sorted(found)
 
 
 def load_epoch_classifier(path: str | Path, spec: ClassifierSpec) -> ImageClassifier:

@@ -26,6 +26,24 @@ class Selection:
     def __len__(self) -> int:
         return len(self.indices)
 
+    def spread(self, count: int) -> np.ndarray:
+        """Up to `count` rows for a figure that shows only a few instances: correctly
+        classified ones spread over the classes, and up to a third misclassified ones."""
+        wrong = np.flatnonzero(self.misclassified)
+        right = np.flatnonzero(~self.misclassified)
+        n_wrong = min(len(wrong), count // 3)
+        n_right = min(len(right), count - n_wrong)
+        picked = (
+            right[np.linspace(0, len(right) - 1, n_right).astype(int)] if n_right else right[:0]
+        )
+        return np.concatenate([np.unique(picked), wrong[:n_wrong]])
+
+    def caption(self, row: int) -> str:
+        """'7' for a correct prediction, '7→1' for a wrong one (true → predicted)."""
+        true = self.class_names[self.labels[row]]
+        predicted = self.class_names[self.predicted[row]]
+        return true if true == predicted else f"{true}→{predicted}"
+
     def save(self, path: str | Path) -> None:
         write_npz(
             path,

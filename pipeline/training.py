@@ -24,9 +24,9 @@ from pytorch_lightning.callbacks import Callback, Checkpoint
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from pipeline.checkpoint_files import epoch_checkpoint_name, epoch_checkpoints
 from pipeline.inference import channels_last
 from pipeline.params import TrainerParams
-from pipeline.restore import epoch_checkpoint_name, epoch_checkpoints
 
 log = logging.getLogger(__name__)
 
@@ -313,7 +313,13 @@ def make_trainer(
     logger: Any = False,
     progress_bar: bool = True,
 ) -> pl.Trainer:
-    """A Trainer whose hardware settings all come from params.yaml's `trainer` group."""
+    """A Trainer whose hardware settings all come from params.yaml's `trainer` group.
+
+    Checkpointing is on only when our `EpochCheckpoint` is among the callbacks: with
+    `enable_checkpointing=True` and no checkpoint callback, Lightning adds its default
+    `ModelCheckpoint`, which writes `checkpoints/*.ckpt` into the working directory (a
+    benchmark once committed three of them at the repository root)."""
+    callbacks = list(callbacks)
     return pl.Trainer(
         max_epochs=max_epochs,
         accelerator=params.accelerator,
@@ -321,9 +327,9 @@ def make_trainer(
         strategy=params.strategy,
         precision=params.precision,
         deterministic=params.deterministic,
-        callbacks=list(callbacks),
+        callbacks=callbacks,
         logger=logger,
-        enable_checkpointing=True,
+        enable_checkpointing=any(isinstance(c, EpochCheckpoint) for c in callbacks),
         enable_progress_bar=progress_bar,
         enable_model_summary=False,
         use_distributed_sampler=False,  # our samplers shard by rank themselves

@@ -6,8 +6,8 @@ from __future__ import annotations
 import argparse
 
 from pipeline.data import Splits
-from pipeline.decode import train_cladec
 from pipeline.errors import ParamsError
+from pipeline.generative_training import train_cladec
 from pipeline.models.export import load_classifier
 from pipeline.params import load_params
 from pipeline.tracking import stage_run
@@ -61,16 +61,7 @@ def main() -> None:
             latent_dim=extra.get("latent_dim"),
             beta=extra.get("beta", 1.0),
         )
-        finish(
-            run,
-            name,
-            trained,
-            splits,
-            classifier,
-            config,
-            f"ClaDec of layer {args.layer}, alpha {alpha:g}"
-            + (f", {var.latent_dim}-D latent" if args.variational else ""),
-        )
+        finish(run, name, trained, splits, classifier, config)
 
 
 if __name__ == "__main__":

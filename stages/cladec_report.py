@@ -10,6 +10,7 @@ from pipeline.errors import PipelineError
 from pipeline.figures.alpha_tradeoff import PANELS, plot_alpha_tradeoff
 from pipeline.figures.common import save_figure
 from pipeline.io import write_csv, write_text
+from pipeline.tables import markdown_table
 from stages import paths
 from stages.runner import run_stage
 
@@ -30,12 +31,12 @@ def main() -> None:
         )
     rows.sort(key=lambda r: (r["layer"], r["kind"] == "refae", r["alpha"] or 0.0))
     write_csv(paths.CLADEC_TABLE, rows, COLUMNS)
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    for r in rows:
-        cells = [r["kind"], r["layer"], "—" if r["alpha"] is None else f"{r['alpha']:g}"]
-        cells += [f"{r[key]:.4f}" for key, _ in PANELS]
-        lines.append("| " + " | ".join(cells) + " |")
-    write_text(paths.CLADEC_TABLE_MD, "\n".join(lines) + "\n")
+    cells = [
+        [r["kind"], r["layer"], "—" if r["alpha"] is None else f"{r['alpha']:g}"]
+        + [f"{r[key]:.4f}" for key, _ in PANELS]
+        for r in rows
+    ]
+    write_text(paths.CLADEC_TABLE_MD, markdown_table(COLUMNS, cells))
     save_figure(
         plot_alpha_tradeoff(rows, "ClaDec: what the decoders keep, by alpha"),
         paths.CLADEC_ALPHA_FIG,

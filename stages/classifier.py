@@ -1,17 +1,20 @@
 """DVC stage `classifier`: train (or resume) the CNN, evaluate it on the test split,
-record per-epoch predictions of the tracked test instances."""
+record per-training-epoch predictions of the tracked test instances. Its figures are
+drawn by `classifier_figures` from what this stage stores."""
 
 from __future__ import annotations
 
 import logging
 import time
 
-import numpy as np
-
-from pipeline.classify import HISTORY_KEYS, classification_metrics, train_classifier
+from pipeline.classify import (
+    HISTORY_KEYS,
+    classification_metrics,
+    epoch_prediction_record,
+    prediction_pairs,
+    train_classifier,
+)
 from pipeline.data import Splits
-from pipeline.figures.common import save_figure
-from pipeline.figures.training import plot_confusion_matrix, plot_training_curves
 from pipeline.inference import predict_proba
 from pipeline.io import write_csv, write_json, write_npz
 from pipeline.models.export import save_classifier
@@ -46,36 +49,21 @@ def main() -> None:
         probabilities = predict_proba(net, splits.x_test)
         test = classification_metrics(probabilities, splits.y_test, names)
         confusion = test.pop("confusion_matrix")
-        metrics = {"test": test, "epochs": len(result.history)}
+        metrics = {"test": test, "training_epochs": len(result.history)}
 
         save_classifier(net, dict(result.module.hparams), names, paths.CLASSIFIER_MODEL)
         write_npz(
             paths.EPOCH_PREDICTIONS,
             compressed=False,
-            test_indices=result.tracked,
-            labels=splits.y_test[result.tracked],
-            epochs=np.array([row["epoch"] for row in result.history]),
-            probabilities=result.epoch_probabilities,
-            predictions=result.epoch_probabilities.argmax(-1),
-            class_names=np.array(names),
+            **epoch_prediction_record(result, splits.y_test, names),
         )
         write_json(paths.CLASSIFIER_METRICS, metrics)
         write_json(paths.CLASSIFIER_CONFUSION, {"classes": names, "matrix": confusion})
         write_csv(paths.CLASSIFIER_HISTORY, result.history, ["epoch", *HISTORY_KEYS])
-        predicted = probabilities.argmax(1)
         write_csv(
             paths.CLASSIFIER_CONFUSION_PLOT,
-            [
-                {"actual": names[a], "predicted": names[p]}
-                for a, p in zip(splits.y_test, predicted, strict=True)
-            ],
+            prediction_pairs(splits.y_test, probabilities.argmax(1), names),
             ["actual", "predicted"],
-        )
-        title = f"{params.classifier.arch} on {splits.dataset}"
-        save_figure(plot_training_curves(result.history, title), paths.CLASSIFIER_CURVES_FIG)
-        save_figure(
-            plot_confusion_matrix(confusion, names, f"Test confusion matrix, {title}"),
-            paths.CLASSIFIER_CONFUSION_FIG,
         )
 
         run.log_metrics(
@@ -90,13 +78,11 @@ def main() -> None:
             paths.CLASSIFIER_HISTORY,
         ):
             run.log_artifact(path, "metrics")
-        for path in (paths.CLASSIFIER_CURVES_FIG, paths.CLASSIFIER_CONFUSION_FIG):
-            run.log_artifact(path, "figures")
         if params.tracking.log_checkpoints:
             for ckpt in sorted(paths.CLASSIFIER_CKPTS.glob("*.ckpt")):
                 run.log_artifact(ckpt, "checkpoints")
     log.info(
-        "test accuracy %.4f, loss %.4f after %d epochs (%.1f s); model -> %s",
+        "test accuracy %.4f, loss %.4f after %d training epochs (%.1f s); model -> %s",
         test["accuracy"],
         test["loss"],
         len(result.history),

@@ -9,10 +9,10 @@ import numpy as np
 import torch
 
 from pipeline.data import Splits
-from pipeline.evaluate.protocol import RANDOM, evaluate_attributions, subset_explainer
-from pipeline.explain.explanations import background_sample, method_kwargs
-from pipeline.explain.registry import method_function
-from pipeline.explain.stored import Explanations
+from pipeline.evaluate.protocol import evaluate_attributions, markdown_scores, subset_explainer
+from pipeline.explain.attribute_selection import background_sample
+from pipeline.explain.registry import method_class
+from pipeline.explain.stored import StoredAttributions
 from pipeline.inference import as_float_images
 from pipeline.io import write_csv, write_json, write_text
 from pipeline.models.export import load_classifier
@@ -23,31 +23,8 @@ from stages import paths
 from stages.runner import run_stage
 
 log = logging.getLogger("stages.evaluate")
-
-
-def _table(scores: dict[str, dict]) -> str:
-    head = (
-        "| method | deletion AUC ↓ | insertion AUC ↑ | beats random (del / ins) "
-        "| sanity ρ (all layers random) | sanity |"
-    )
-    lines = [head, "|---|---|---|---|---|---|"]
-    for name, s in scores.items():
-        beats = (
-            "—"
-            if name == RANDOM
-            else (
-                ("yes" if s["beats_random_deletion"] else "no")
-                + " / "
-                + ("yes" if s["beats_random_insertion"] else "no")
-            )
-        )
-        rho = s.get("sanity_spearman_all")
-        sanity = "—" if rho is None else ("passed" if s["sanity_passed"] else "FAILED")
-        lines.append(
-            f"| {name} | {s['deletion_auc']:.4f} | {s['insertion_auc']:.4f} | {beats} | "
-            f"{'—' if rho is None else f'{rho:.3f}'} | {sanity} |"
-        )
-    return "\n".join(lines) + "\n"
+# the sanity check recomputes every method's maps: the stage runs every method module
+RUNS_MODULES = ("pipeline/explain/methods",)
 
 
 def main() -> None:
@@ -56,7 +33,9 @@ def main() -> None:
     selection = Selection.load(paths.SELECTION)
     net, _ = load_classifier(paths.CLASSIFIER_MODEL)
     methods = params.explain.methods
-    attributions = {m: Explanations.load(paths.attribution_file(m)).predicted for m in methods}
+    attributions = {
+        m: StoredAttributions.load(paths.attribution_file(m)).predicted for m in methods
+    }
     logged = {
         "seed": params.seed,
         "evaluate": params.evaluate.model_dump(),
@@ -68,16 +47,20 @@ def main() -> None:
         # spread the sanity instances over the selection (and so over the classes)
         count = min(len(selection), params.evaluate.sanity_instances)
         rows = np.unique(np.linspace(0, len(selection) - 1, count).astype(int))
-        background = background_sample(splits.x_train, params.explain.shap.background, params.seed)
-        explainers = {
-            m: subset_explainer(
-                method_function(m),
+        explainers = {}
+        for m in methods:
+            cls, p = method_class(m), getattr(params.explain, m)
+            background = (
+                background_sample(splits.x_train, p.background, params.seed)
+                if cls.needs_background
+                else None
+            )
+            method = cls(seed=params.seed, background=background)
+            explainers[m] = subset_explainer(
+                lambda model, x, t, method=method, p=p: method.attribute(model, x, t, p).maps,
                 images[rows],
                 classes[rows],
-                method_kwargs(m, getattr(params.explain, m).model_dump(), params.seed, background),
             )
-            for m in methods
-        }
         ev = params.evaluate
         result = evaluate_attributions(
             net,
@@ -112,11 +95,11 @@ def main() -> None:
                 [{"step": i + 1, **r} for i, r in enumerate(sanity_rows)],
                 ["step", "layer", "spearman", "ssim"],
             )
-        write_text(paths.EVALUATE_TABLE, _table(result.scores))
+        write_text(paths.EVALUATE_TABLE, markdown_scores(result.scores))
         run.log_metrics(result.metrics())
         run.log_artifact(paths.EVALUATE_METRICS, "metrics")
         run.log_artifact(paths.EVALUATE_TABLE, "metrics")
-    print(_table(result.scores))
+    print(markdown_scores(result.scores))
     log.info("metrics -> %s, curves -> %s/", paths.EVALUATE_METRICS, paths.EVALUATE_PLOTS)
 
 

@@ -9,7 +9,8 @@ import time
 import numpy as np
 
 from pipeline.data import Splits
-from pipeline.explain.explanations import background_sample, explain_selection, method_kwargs
+from pipeline.explain.attribute_selection import attribute_selection, background_sample
+from pipeline.explain.registry import method_class
 from pipeline.inference import as_float_images
 from pipeline.io import write_json
 from pipeline.models.export import load_classifier
@@ -25,44 +26,43 @@ log = logging.getLogger("stages.explain")
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--method", required=True, choices=ATTRIBUTION_METHODS)
-    method = parser.parse_args().method
+    name = parser.parse_args().method
     params = load_params()
-    method_params = getattr(params.explain, method).model_dump()
+    cls = method_class(name)
+    p = getattr(params.explain, name)
     splits = Splits.load(paths.DATASET)
     selection = Selection.load(paths.SELECTION)
     net, _ = load_classifier(paths.CLASSIFIER_MODEL)
-    logged = {"seed": params.seed, f"explain.{method}": method_params, "method": method}
-    with stage_run(f"explain@{method}", params.tracking.experiment, splits.dataset, logged) as run:
+    logged = {"seed": params.seed, f"explain.{name}": p.model_dump(), "method": name}
+    with stage_run(f"explain@{name}", params.tracking.experiment, splits.dataset, logged) as run:
         background = None
-        if method == "shap":
-            background = background_sample(
-                splits.x_train, params.explain.shap.background, params.seed
-            )
-        kwargs = method_kwargs(method, method_params, params.seed, background)
+        if cls.needs_background:
+            background = background_sample(splits.x_train, p.background, params.seed)
+        method = cls(seed=params.seed, background=background)
         started = time.perf_counter()
-        result = explain_selection(
+        stored, per_image = attribute_selection(
             method,
             net,
             as_float_images(splits.x_test[selection.indices]),
             selection.predicted,
             selection.labels,
-            kwargs,
+            p,
         )
         seconds = time.perf_counter() - started
-        out = paths.attribution_file(method)
-        result.save(out)
+        out = paths.attribution_file(name)
+        stored.save(out)
         metrics: dict[str, float | int] = {
             "seconds": round(seconds, 3),
             "instances": len(selection),
-            "explanations": len(result.predicted) + len(result.true),
+            "explanations": len(stored.predicted) + len(stored.true),
         }
-        if "r2" in result.extras:
-            metrics["surrogate_r2_mean"] = float(np.mean(result.extras["r2"]))
-        write_json(paths.EXPLAIN_METRICS / f"{method}.json", metrics)
+        for score in cls.scores:
+            metrics[f"{score.key}_mean"] = round(float(np.mean(per_image[score.key])), 5)
+        write_json(paths.EXPLAIN_METRICS / f"{name}.json", metrics)
         run.log_metrics(metrics)
     log.info(
         "%s: %d explanations of %d instances in %.1f s -> %s",
-        method,
+        name,
         metrics["explanations"],
         len(selection),
         seconds,

@@ -1,5 +1,7 @@
-"""What every generative stage (vae, cladec, refae) does once its model is trained:
-test-split metrics, export, curves, a figure of reconstructions, MLflow logging."""
+"""What every generative stage (vae, refvae, cladec, vcladec, refae) does once its model
+is trained: test-split metrics, export, curves per training epoch, the sample
+reconstructions the `generative_figures` stage draws, MLflow logging. Nothing here
+draws."""
 
 from __future__ import annotations
 
@@ -9,10 +11,14 @@ from typing import Any
 import torch
 
 from pipeline.data import Splits
-from pipeline.decode import HISTORY_KEYS, Trained, reconstruction_metrics, save_module
-from pipeline.figures.common import save_figure
-from pipeline.figures.reconstructions import one_per_class, plot_reconstructions
-from pipeline.io import write_csv, write_json
+from pipeline.generative_training import (
+    HISTORY_KEYS,
+    Trained,
+    reconstruction_metrics,
+    sample_reconstructions,
+    save_module,
+)
+from pipeline.io import write_csv, write_json, write_npz
 from pipeline.tracking import StageRun
 from stages import paths
 
@@ -27,36 +33,31 @@ def finish(
     splits: Splits,
     classifier: Any,
     config: dict[str, Any],
-    title: str,
+    extra_metrics: dict[str, float] | None = None,
 ) -> dict[str, Any]:
-    """Write and log everything for model `name` (e.g. 'cladec/dense-0.5'); no gradients."""
-    slug = name.replace("/", "_")
-    metrics = reconstruction_metrics(trained.decoded_test, splits.x_test, classifier, splits.y_test)
-    record = {**config, **metrics, "epochs": len(trained.history)}
+    """Write and log everything for model `name` (e.g. 'cladec/dense-0.5'); no gradients.
+    `extra_metrics` (the VAE's ELBO terms) join the metrics file and MLflow."""
+    slug = paths.model_slug(name)
+    metrics = {
+        **(extra_metrics or {}),
+        **reconstruction_metrics(trained.decoded_test, splits.x_test, classifier, splits.y_test),
+    }
+    record = {**config, **metrics, "training_epochs": len(trained.history)}
     save_module(trained.module, config, paths.model_dir(name) / "model.pt")
     write_json(paths.GENERATIVE_METRICS / f"{slug}.json", record)
     write_csv(paths.GENERATIVE_PLOTS / f"{slug}.csv", trained.history, ["epoch", *HISTORY_KEYS])
-    picks = one_per_class(splits.y_test, 10)
-    predicted = classifier(trained.decoded_test[picks]).argmax(1).tolist()
-    captions = [
-        f"{splits.class_names[splits.y_test[i]]}→{splits.class_names[p]}"
-        for i, p in zip(picks, predicted, strict=True)
-    ]
-    figure = plot_reconstructions(
-        splits.x_test[picks],
-        [(name, trained.decoded_test[picks].numpy())],
-        captions,
-        f"{title} (caption: true → classifier on decoded)",
+    write_npz(
+        paths.GENERATIVE_SAMPLES / f"{slug}.npz",
+        **sample_reconstructions(name, config, trained.decoded_test, splits, classifier),
     )
-    figure_path = save_figure(figure, paths.GENERATIVE_FIGURES / f"{slug}.png")
-    run.log_metrics({f"test_{k}": v for k, v in metrics.items()})
+    run.log_metrics({k if k.startswith("test_") else f"test_{k}": v for k, v in metrics.items()})
     run.log_artifact(paths.GENERATIVE_METRICS / f"{slug}.json", "metrics")
-    run.log_artifact(figure_path, "figures")
     log.info(
-        "%s: test MSE/pixel %.4f, classifier accuracy on decoded %.3f -> %s",
+        "%s: test MSE/pixel %.4f, classifier accuracy on decoded %.3f, training epochs %d -> %s",
         name,
         metrics["mse_per_pixel"],
         metrics["classifier_accuracy"],
+        len(trained.history),
         paths.model_dir(name),
     )
     return record

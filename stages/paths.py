@@ -19,6 +19,7 @@ CLASSIFIER_CONFUSION_FIG = Path("reports/figures/classifier_confusion.png")
 
 GENERATIVE_METRICS = Path("metrics/generative")
 GENERATIVE_PLOTS = Path("plots/generative")
+GENERATIVE_SAMPLES = Path("explanations/generative")  # sample reconstructions, for figures
 GENERATIVE_FIGURES = Path("reports/figures/generative")
 CLADEC_TABLE = Path("reports/cladec_table.csv")
 CLADEC_TABLE_MD = Path("reports/cladec_table.md")
@@ -28,6 +29,13 @@ CLADEC_ALPHA_FIG = Path("reports/figures/cladec_alpha_tradeoff.png")
 def model_dir(name: str) -> Path:
     """models/<kind>/<variant>: e.g. models/cladec/dense-0.5, models/refae/conv, models/vae."""
     return Path("models") / name
+
+
+def model_slug(name: str) -> str:
+    """'cladec/dense-0.5' -> 'cladec_dense-0.5': a generative model's file name in
+    metrics/generative/, plots/generative/, explanations/generative/ and
+    reports/figures/generative/."""
+    return name.replace("/", "_")
 
 
 SELECTION = Path("explanations/selection.npz")
@@ -46,26 +54,18 @@ def attribution_file(method: str) -> Path:
     return ATTRIBUTIONS / f"{method}.npz"
 
 
-INSIDE_PARTS = (
-    "feature_maps",
-    "activation_max",
-    "ice",
-    "instanceflow",
-    "vae_walks",
-    "cladec",
-    "grand_tour",
-    "epochs",
-)
-
-
+# inside-the-model parts (pipeline/explain/parts/<part>.py; the registry lists them)
 def part_dir(part: str) -> Path:
-    """explanations/<part>/: the arrays an inside-the-model stage leaves for its figures."""
+    """explanations/<part>/: one .npz per file stem the part's compute returns, for its
+    figure stage."""
     return Path("explanations") / part
 
 
 def part_metrics(part: str) -> Path:
-    return Path("metrics/explain") / f"{part}.json"
+    """metrics/explain/<part>.json"""
+    return EXPLAIN_METRICS / f"{part}.json"
 
 
 def part_figures(part: str) -> Path:
+    """reports/figures/<part>/"""
     return Path("reports/figures") / part

@@ -6,8 +6,8 @@ from __future__ import annotations
 import argparse
 
 from pipeline.data import Splits
-from pipeline.decode import train_refae
 from pipeline.errors import ParamsError
+from pipeline.generative_training import train_refae
 from pipeline.models.export import load_classifier
 from pipeline.params import load_params
 from pipeline.tracking import stage_run
@@ -43,15 +43,8 @@ def main() -> None:
             paths.model_dir(name) / "checkpoints",
             run.lightning_logger(),
         )
-        finish(
-            run,
-            name,
-            trained,
-            splits,
-            classifier,
-            {"kind": "refae", "layer": args.layer, "alpha": None},
-            f"Reference autoencoder, layer {args.layer}",
-        )
+        config = {"kind": "refae", "layer": args.layer, "alpha": None}
+        finish(run, name, trained, splits, classifier, config)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import os
 import sys
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 
 from pipeline.errors import PipelineError
 
@@ -32,6 +33,14 @@ def run_stage(name: str, body: Callable[[], None]) -> None:
             print(f"{name}: error: {line}", file=sys.stderr)
         sys.exit(2)
     exit_without_teardown()
+
+
+def require(path: str | Path, stage: str) -> Path:
+    """An input another stage writes; missing, it stops with the stage to run."""
+    path = Path(path)
+    if not path.exists():
+        raise PipelineError(f"{path} not found: run the {stage} stage first (`dvc repro {stage}`)")
+    return path
 
 
 def exit_without_teardown() -> None:

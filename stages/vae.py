@@ -5,14 +5,9 @@ from __future__ import annotations
 
 import argparse
 
-import torch
-import torch.nn.functional as F
-
 from pipeline.data import Splits
-from pipeline.decode import train_vae
-from pipeline.inference import as_float_images, batched
+from pipeline.generative_training import train_vae, vae_test_metrics
 from pipeline.models.export import load_classifier
-from pipeline.models.generative import kl_divergence
 from pipeline.params import load_params
 from pipeline.tracking import stage_run
 from stages import paths
@@ -35,29 +30,13 @@ def main() -> None:
         "latent_dim": latent,
         "trainer": params.trainer.model_dump(),
     }
+    config = {"kind": name, "latent_dim": latent, "beta": params.vae.beta}
     with stage_run(name, params.tracking.experiment, splits.dataset, logged) as run:
         trained = train_vae(
             splits, params, latent, paths.model_dir(name) / "checkpoints", run.lightning_logger()
         )
-        with torch.inference_mode():
-            vae = trained.module.eval()
-            images = as_float_images(splits.x_test)
-            mean, log_var = batched(lambda x: torch.cat(vae.encode(x)[1:], 1), images).split(
-                latent, dim=1
-            )
-            recon = F.binary_cross_entropy(trained.decoded_test, images, reduction="sum")
-            recon = float(recon) / len(images)
-            kl = float(kl_divergence(mean, log_var))
-            config = {
-                "kind": name,
-                "latent_dim": latent,
-                "beta": params.vae.beta,
-                "test_recon_bce_per_image": recon,
-                "test_kl": kl,
-                "test_elbo": -(recon + kl),
-            }
-            finish(run, name, trained, splits, classifier, config, f"VAE with a {latent}-D latent")
-            run.log_metrics({"test_elbo": -(recon + kl), "test_kl": kl})
+        elbo = vae_test_metrics(trained.module, splits.x_test, trained.decoded_test)
+        finish(run, name, trained, splits, classifier, config, elbo)
 
 
 if __name__ == "__main__":

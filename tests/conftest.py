@@ -59,3 +59,17 @@ def tiny_params() -> Params:
             "trainer": {"accelerator": "cpu", "devices": 1},
         }
     )
+
+
+@pytest.fixture(scope="module")
+def region_case():
+    """RegionModel, 12 images with evidence and a distractor, their evidence masks and
+    the class every image belongs to (1): the right explanation is known."""
+    import torch
+    from known_models import RegionModel, region_images
+
+    model = RegionModel().eval()
+    images, evidence = region_images(12, seed=3)
+    with torch.no_grad():
+        assert (model(images).argmax(1) == 1).all()  # the construction is what we claim
+    return model, images, evidence, torch.ones(12, dtype=torch.long)

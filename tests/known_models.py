@@ -48,3 +48,44 @@ def region_images(n: int, seed: int = 0, distractor: bool = True) -> tuple[Tenso
             top, left = rng.integers(10, 13, size=2)
             images[i, 0, top : top + 3, left : left + 3] = 0.95
     return torch.from_numpy(images), evidence
+
+
+def attribute(
+    name: str,
+    model: nn.Module,
+    images: Tensor,
+    targets: Tensor,
+    *,
+    seed: int = 0,
+    background: Tensor | None = None,
+    **params: object,
+) -> np.ndarray:
+    """A registered method's maps, its params its defaults with `params` overriding them
+    (an unknown key is a validation error, as in params.yaml)."""
+    from pipeline.explain.registry import method_class
+
+    cls = method_class(name)
+    method = cls(seed=seed, background=background)
+    return method.attribute(model.eval(), images, targets, cls.Params(**params)).maps
+
+
+def share(maps: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Per image: the share of the positive attribution mass that lies on `mask`."""
+    from pipeline.explain.base import pixel_map
+
+    positive = np.clip(pixel_map(maps), 0, None)
+    return (positive * mask).sum((1, 2)) / positive.sum((1, 2))
+
+
+def dilated(mask: np.ndarray, pixels: int) -> np.ndarray:
+    """`mask` (N×H×W) widened by `pixels` in every direction."""
+    from scipy.ndimage import binary_dilation
+
+    return binary_dilation(mask, np.ones((1, 2 * pixels + 1, 2 * pixels + 1), bool))
+
+
+def region_mask() -> np.ndarray:
+    """1×H×W: True on REGION, the only pixels RegionModel looks at."""
+    mask = np.zeros((1, SIZE, SIZE), bool)
+    mask[(0, *REGION)] = True
+    return mask

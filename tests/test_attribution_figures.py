@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from pipeline.explain.base import Instance
 from pipeline.figures.attributions import (
-    Instance,
     lime_overlay,
     plot_attribution_grid,
     plot_lime_grid,

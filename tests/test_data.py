@@ -238,3 +238,15 @@ def test_splits_round_trip_and_corruption(tmp_path, tiny_splits):
         Splits.load(path)
     with pytest.raises(DataError, match="dvc repro data"):
         Splits.load(tmp_path / "missing.npz")
+
+
+def test_summary_counts_the_splits_and_the_training_classes(tiny_splits):
+    summary = tiny_splits.summary()
+    assert summary == {
+        "classes": 3,
+        "image_shape": [1, 16, 16],
+        "train": 150,
+        "val": 45,
+        "test": 45,
+        "train_per_class": {"top": 50, "middle": 50, "bottom": 50},
+    }

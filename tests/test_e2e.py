@@ -67,11 +67,11 @@ def workspace(tmp_path_factory) -> Path:
     params["explain"]["methods"] = ["saliency", "gradcam", "lime"]
     params["explain"]["lime"]["samples"] = 100
     params["evaluate"].update(steps=8, random_seeds=1, sanity_instances=2)
-    params["explain"]["activation_max"]["iterations"] = 4
-    params["explain"]["ice"].update(images=40, concepts=3, fidelity_concepts=[2, 4], examples=2)
-    params["explain"]["vae_walks"].update(steps=4, pairs_per_class_pair=1)
-    params["explain"]["grand_tour"].update(instances=30, frames=3)
-    params["explain"]["instanceflow"].update(epochs=2, unstable=2)
+    params["inside"]["activation_max"]["iterations"] = 4
+    params["inside"]["ice"].update(images=40, concepts=3, fidelity_concepts=[2, 4], examples=2)
+    params["inside"]["vae_walks"].update(steps=4, pairs_per_class_pair=1)
+    params["inside"]["grand_tour"].update(instances=30, frames=3)
+    params["inside"]["instanceflow"].update(epochs=2, unstable=2)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     sh(["git", "init", "-q"], root)
     # DVC commits experiments: give the copy an identity even where git has none (CI)
@@ -113,7 +113,7 @@ def test_repro_writes_every_output(workspace):
     ):
         assert (workspace / out).stat().st_size > 0, out
     metrics = json.loads((workspace / "metrics/classifier.json").read_text())
-    assert metrics["epochs"] == 2 and 0.1 < metrics["test"]["accuracy"] <= 1
+    assert metrics["training_epochs"] == 2 and 0.1 < metrics["test"]["accuracy"] <= 1
     assert set(metrics["test"]["per_class_accuracy"]) == set("0123456789")
     confusion = json.loads((workspace / "metrics/classifier_confusion.json").read_text())
     assert sum(map(sum, confusion["matrix"])) == 40  # 10% of the 400 images
@@ -148,16 +148,12 @@ def test_mlflow_holds_one_run_per_stage_with_params_curves_and_artifacts(workspa
     assert train_run.data.tags["git_commit"] == commit
     history = client(workspace).get_metric_history(train_run.info.run_id, "val_acc")
     assert len(history) == 2  # one point per epoch
-    artifacts = {
-        f.path
-        for d in ("metrics", "figures")
-        for f in client(workspace).list_artifacts(train_run.info.run_id, d)
-    }
-    assert {
-        "metrics/classifier.json",
-        "figures/classifier_confusion.png",
-        "figures/classifier_curves.png",
-    } <= artifacts
+    artifacts = {f.path for f in client(workspace).list_artifacts(train_run.info.run_id, "metrics")}
+    assert "metrics/classifier.json" in artifacts
+    # the figures are drawn by their own stage, from the stored curves and confusion
+    (figures_run,) = runs(workspace, "classifier_figures")
+    drawn = {f.path for f in client(workspace).list_artifacts(figures_run.info.run_id, "figures")}
+    assert {"figures/classifier_confusion.png", "figures/classifier_curves.png"} <= drawn
     assert data_run.data.metrics["train"] == 320
     assert (workspace / "mlruns").is_dir()
 
@@ -201,7 +197,7 @@ def test_explanations_are_computed_scored_and_drawn(workspace):
             assert stored["predicted"].shape[0] == count
             assert stored["predicted"].shape[-2:] == (28, 28)
         for group in ("correct", "misclassified"):
-            figure = workspace / f"reports/figures/attributions/{method}_{group}.png"
+            figure = workspace / f"reports/figures/attributions/{method}/{method}_{group}.png"
             assert figure.stat().st_size > 2000, figure
         assert (workspace / f"plots/evaluate/deletion/{method}.csv").read_text().count("\n") == 10
     scores = json.loads((workspace / "metrics/evaluate.json").read_text())["methods"]
@@ -224,9 +220,9 @@ def test_inside_the_model_stages_write_arrays_metrics_and_figures(workspace):
         "ice": ["concept_heatmaps.png", "classes.png", "concept_examples.png", "fidelity.png"],
         "instanceflow": ["sankey.png", "sankey.html", "unstable_instances.png"],
         "vae_walks": ["walks.png"],
-        "cladec": ["dense.png"],
+        "cladec_decodings": ["dense.png"],
         "grand_tour": ["softmax_rotation.gif", "dense_rotation.html", "dense_epochs.gif"],
-        "epochs": ["gradcam_by_epoch.png"],
+        "across_epochs": ["gradcam_by_epoch.png"],
     }
     for part, names in figures.items():
         for name in names:
@@ -253,7 +249,8 @@ def test_changing_a_method_param_reruns_that_method_and_the_evaluation_only(work
         status = sh(["dvc", "status", "--json"], workspace)
     finally:
         (workspace / "params.yaml").write_text(original)
-    assert set(json.loads(status)) == {"explain@lime", "evaluate"}
+    # the figure stage reads LIME's params too (the superpixels shown)
+    assert set(json.loads(status)) == {"explain@lime", "attribution_figures@lime", "evaluate"}
 
 
 def test_adding_an_alpha_adds_one_stage_per_layer_and_nothing_else(workspace):
@@ -266,7 +263,29 @@ def test_adding_an_alpha_adds_one_stage_per_layer_and_nothing_else(workspace):
     finally:
         (workspace / "params.yaml").write_text(original)
     # the new decoder, and the ClaDec explanation figure that shows every alpha
-    assert set(json.loads(status)) == {"cladec@dense-0.9", "cladec_explain"}
+    assert set(json.loads(status)) == {"cladec@dense-0.9", "cladec_decodings"}
+
+
+@pytest.mark.parametrize(
+    ("module", "figure_stages"),
+    [
+        ("pipeline/figures/attributions.py", "attribution_figures@"),
+        ("pipeline/figures/training.py", "classifier_figures"),
+        ("pipeline/figures/reconstructions.py", "generative_figures"),
+        ("pipeline/figures/ice.py", "figures@ice"),
+    ],
+)
+def test_restyling_a_figure_reruns_only_its_figure_stage(workspace, module, figure_stages):
+    """Compute stages compute, figure stages draw: an edit to figure code makes only
+    figure stages stale, never a training or an explanation."""
+    path = workspace / module
+    original = path.read_text()
+    path.write_text(original + "\n# restyled\n")
+    try:
+        stale = set(json.loads(sh(["dvc", "status", "--json"], workspace)))
+    finally:
+        path.write_text(original)
+    assert stale and all(name.startswith(figure_stages) for name in stale), stale
 
 
 def test_changing_lr_reruns_only_the_classifier_and_both_runs_compare(workspace):

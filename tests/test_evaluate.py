@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from known_models import RegionModel, region_images
+from known_models import RegionModel, attribute, region_images
 
 from pipeline.evaluate.faithfulness import auc, deletion_insertion, random_maps, reveal_masks
 from pipeline.evaluate.sanity import (
@@ -15,7 +15,6 @@ from pipeline.evaluate.sanity import (
     spearman_rows,
     ssim_rows,
 )
-from pipeline.explain.registry import attribute
 from pipeline.models.archs import build_classifier
 
 
@@ -136,3 +135,32 @@ def test_randomization_breaks_weight_dependent_maps_only(trained_cnn) -> None:
     assert all(r["spearman"] == pytest.approx(1.0) for r in edge)
     # the trained model itself is left as it was
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+
+
+def test_scores_carry_their_direction_into_the_table() -> None:
+    """The table's arrows and the 'better than' verdicts come from each score's
+    direction, not from hand-written symbols."""
+    from pipeline.evaluate import DELETION, INSERTION, SANITY
+    from pipeline.evaluate.protocol import markdown_scores
+
+    assert DELETION.better(0.1, 0.2) and not DELETION.better(0.2, 0.1)
+    assert INSERTION.better(0.9, 0.8) and not INSERTION.better(0.8, 0.9)
+    assert SANITY.better(0.2, 0.5) and not SANITY.better(0.5, 0.5)
+    scores = {
+        "random": {"deletion_auc": 0.7, "insertion_auc": 0.8},
+        "m": {
+            "deletion_auc": 0.1,
+            "insertion_auc": 0.9,
+            "beats_random_deletion": True,
+            "beats_random_insertion": False,
+            "sanity_spearman_all": 0.25,
+            "sanity_passed": True,
+        },
+    }
+    lines = markdown_scores(scores).splitlines()
+    assert lines[0] == (
+        "| method | deletion AUC ↓ | insertion AUC ↑ | beats random (del / ins) "
+        "| sanity ρ (all layers random) ↓ | sanity |"
+    )
+    assert lines[2] == "| random | 0.7000 | 0.8000 | — | — | — |"
+    assert lines[3] == "| m | 0.1000 | 0.9000 | yes / no | 0.250 | passed |"

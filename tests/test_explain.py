@@ -6,28 +6,20 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from known_models import SIZE, RegionModel, region_images
+from known_models import SIZE, RegionModel, attribute, region_images
 
 from pipeline.errors import ParamsError
-from pipeline.explain.gradients import make_baseline
-from pipeline.explain.lime_image import explain as lime_explain
-from pipeline.explain.lime_image import kernel_weights, segment, weighted_ridge
+from pipeline.explain.base import pixel_map
+from pipeline.explain.methods.integrated_gradients import make_baseline
+from pipeline.explain.methods.lime import LimeParams, kernel_weights, segment, weighted_ridge
+from pipeline.explain.methods.lime import explain as lime_explain
 from pipeline.explain.perturb import gaussian_blur
-from pipeline.explain.registry import attribute, method_function, pixel_map
+from pipeline.explain.registry import method_class
 
 
 def _evidence_share(attributions: np.ndarray, evidence: np.ndarray) -> np.ndarray:
     positive = np.clip(pixel_map(attributions), 0, None)
     return (positive * evidence).sum((1, 2)) / positive.sum((1, 2))
-
-
-@pytest.fixture(scope="module")
-def region_case() -> tuple[RegionModel, torch.Tensor, np.ndarray, torch.Tensor]:
-    model = RegionModel().eval()
-    images, evidence = region_images(12, seed=3)
-    with torch.no_grad():
-        assert (model(images).argmax(1) == 1).all()  # the construction is what we claim
-    return model, images, evidence, torch.ones(12, dtype=torch.long)
 
 
 @pytest.mark.parametrize(
@@ -43,9 +35,10 @@ def region_case() -> tuple[RegionModel, torch.Tensor, np.ndarray, torch.Tensor]:
 )
 def test_attribution_mass_lies_on_the_evidence(region_case, method, params, minimum) -> None:
     model, images, evidence, targets = region_case
+    background = None
     if method == "shap":
-        params = {**params, "background": region_images(20, seed=9, distractor=False)[0] * 0.3}
-    attributions = attribute(method, model, images, targets, **params)
+        background = region_images(20, seed=9, distractor=False)[0] * 0.3
+    attributions = attribute(method, model, images, targets, background=background, **params)
     assert attributions.shape[0] == len(images) and attributions.shape[-2:] == (SIZE, SIZE)
     share = _evidence_share(attributions, evidence)
     assert share.min() >= minimum, share
@@ -55,7 +48,7 @@ def test_lime_puts_its_weight_on_the_superpixels_of_the_evidence(region_case) ->
     """LIME scores superpixels, not pixels: the best superpixel covers the evidence and
     most positive weight sits on superpixels that touch it."""
     model, images, evidence, targets = region_case
-    result = lime_explain(model, images, targets, segments=30, samples=400, seed=1)
+    result = lime_explain(model, images, targets, LimeParams(segments=30, samples=400), seed=1)
     for labels, weights, mask in zip(result.segments, result.weights, evidence, strict=True):
         touching = np.unique(labels[mask])
         best = int(np.argmax(weights))
@@ -112,8 +105,16 @@ def test_baselines_and_blur() -> None:
 
 
 def test_unknown_method_is_a_params_error() -> None:
-    with pytest.raises(ParamsError, match="unknown attribution method 'occlusion'"):
-        method_function("occlusion")
+    with pytest.raises(ParamsError, match="unknown attribution method 'no_such_method'"):
+        method_class("no_such_method")
+
+
+def test_a_method_param_it_does_not_take_is_an_error() -> None:
+    """No catch-all keyword arguments: a renamed or misspelt key fails validation."""
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="sample"):
+        method_class("lime").Params(sample=10)
 
 
 def test_weighted_ridge_matches_sklearn() -> None:
@@ -158,7 +159,9 @@ def test_lime_recovers_a_linear_model_on_superpixels() -> None:
             return torch.stack([-score, score], 1)
 
     image = torch.ones(1, 1, 16, 16)
-    result = lime_explain(Quadrants(), image, torch.tensor([1]), segment_maps=segments, samples=500)
+    result = lime_explain(
+        Quadrants(), image, torch.tensor([1]), LimeParams(samples=500), segment_maps=segments
+    )
     assert np.argsort(result.weights[0]).tolist() == np.argsort(contribution.numpy()).tolist()
     assert result.attributions[0, 0, 0, 0] == result.weights[0][0]  # pixels carry their weight
 
@@ -185,8 +188,8 @@ def test_lime_runs_blas_on_one_thread_and_gives_the_threads_back() -> None:
             Recording(),
             torch.ones(1, 1, 16, 16),
             torch.tensor([1]),
+            LimeParams(samples=50),
             segment_maps=segments,
-            samples=50,
         )
         assert seen and all(threads == {1} for threads in seen)
         assert blas_threads() == {2}
@@ -195,15 +198,15 @@ def test_lime_runs_blas_on_one_thread_and_gives_the_threads_back() -> None:
 @pytest.mark.parametrize("method", ["slic", "quickshift"])
 def test_segmentation_labels_are_dense(method) -> None:
     images, _ = region_images(1)
-    labels = segment(images[0].numpy(), method, segments=10)
+    labels = segment(images[0].numpy(), LimeParams(segmentation=method, segments=10))
     assert labels.shape == (SIZE, SIZE)
     assert set(np.unique(labels)) == set(range(labels.max() + 1))
     rgb = torch.rand(3, 16, 16).numpy()
-    assert segment(rgb, method, segments=10).shape == (16, 16)
+    assert segment(rgb, LimeParams(segmentation=method, segments=10)).shape == (16, 16)
 
 
 def test_hidden_superpixels_take_their_mean_colour_or_black() -> None:
-    from pipeline.explain.lime_image import perturbed
+    from pipeline.explain.methods.lime import perturbed
 
     image = torch.rand(3, 4, 4)
     labels = torch.tensor([[0, 0, 1, 1]] * 4)  # left half superpixel 0, right half 1

@@ -1,18 +1,26 @@
 """Generative models: decoder shapes for both layers and every arch, the ClaDec loss at
-alpha 0 and 1, a frozen classifier, a fresh RefAE encoder, and learning on a tiny set."""
+alpha 0 and 1, a frozen classifier, a fresh RefAE encoder, learning on a tiny set, the
+VAE's ELBO on known cases, and the sample reconstructions stored for the figures."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline.decode import train_cladec
 from pipeline.errors import ParamsError
-from pipeline.inference import layer_codes
-from pipeline.models.archs import build_classifier
-from pipeline.models.decoding import ClaDecModule, RefAEModule, VAEModule, cladec_loss
-from pipeline.models.generative import ImageDecoder, LayerEncoder, code_shape
+from pipeline.generative_training import (
+    elbo_terms,
+    one_per_class,
+    sample_reconstructions,
+    train_cladec,
+    vae_test_metrics,
+)
+from pipeline.inference import as_float_images, layer_codes
+from pipeline.models.archs import LayerEncoder, build_classifier
+from pipeline.models.generative_lightning import ClaDecModule, RefAEModule, VAEModule, cladec_loss
+from pipeline.models.generative_nets import ImageDecoder, code_shape
 from pipeline.params import parse_params
 
 ARCHS = ["small_cnn", "cladec_cnn", "cifar_cnn"]
@@ -113,3 +121,55 @@ def test_vae_loss_parts_and_variational_cladec_kl():
     assert "kl" in parts and parts["kl"] >= 0
     expected = 0.5 * parts["recon"] + 0.5 * parts["ce"] + parts["kl"] / (16 * 16)
     torch.testing.assert_close(loss, expected)
+
+
+def test_elbo_terms_known_answers():
+    images = torch.tensor([[[[0.0, 1.0], [1.0, 0.0]]]]).repeat(3, 1, 1, 1)  # 3 images, 4 px
+    latent = torch.zeros(3, 5)
+    perfect = elbo_terms(images.clone(), images, latent, latent)
+    assert perfect == {"test_recon_bce_per_image": 0.0, "test_kl": 0.0, "test_elbo": 0.0}
+    # decoding 0.5 everywhere costs log 2 per pixel; a unit-variance posterior at mean 1
+    # costs 1/2 nat per latent dimension
+    half = elbo_terms(torch.full_like(images, 0.5), images, torch.ones(3, 5), latent)
+    assert half["test_recon_bce_per_image"] == pytest.approx(4 * np.log(2), rel=1e-6)
+    assert half["test_kl"] == pytest.approx(2.5, rel=1e-6)
+    assert half["test_elbo"] == pytest.approx(-(4 * np.log(2) + 2.5), rel=1e-6)
+
+
+def test_vae_test_metrics_use_the_latent_means_of_the_test_images():
+    torch.manual_seed(0)
+    vae = VAEModule((1, 16, 16), latent_dim=3, beta=4.0, lr=1e-3).eval()
+    images = torch.randint(0, 256, (5, 1, 16, 16), dtype=torch.uint8).numpy()
+    floats = as_float_images(images)
+    with torch.inference_mode():
+        decoded = vae(floats)
+        _, mean, log_var = vae.encode(floats)
+    expected = elbo_terms(decoded, floats, mean, log_var)
+    got = vae_test_metrics(vae, images, decoded)
+    assert got == pytest.approx(expected, rel=1e-5)
+    assert got["test_elbo"] == pytest.approx(-(got["test_recon_bce_per_image"] + got["test_kl"]))
+
+
+def test_one_per_class_cycles_through_the_classes():
+    labels = np.array([2, 0, 0, 1, 2, 0, 1])
+    assert one_per_class(labels, 5).tolist() == [1, 3, 0, 2, 6]
+    assert len(one_per_class(labels, 100)) == len(labels)
+
+
+def test_sample_reconstructions_hold_what_the_figure_needs(tiny_splits):
+    classifier = build_classifier("small_cnn", tiny_splits.image_shape, 3).eval()
+    decoded = torch.rand(len(tiny_splits.y_test), *tiny_splits.image_shape)
+    config = {"kind": "cladec", "layer": "dense", "alpha": 0.5}
+    stored = sample_reconstructions("cladec/dense-0.5", config, decoded, tiny_splits, classifier, 4)
+    picks = stored["test_indices"]
+    assert len(picks) == 4 and len(set(tiny_splits.y_test[picks[:3]])) == 3
+    np.testing.assert_array_equal(stored["originals"], tiny_splits.x_test[picks])
+    np.testing.assert_array_equal(stored["decoded"], decoded[picks].numpy())
+    np.testing.assert_array_equal(stored["labels"], tiny_splits.y_test[picks])
+    with torch.inference_mode():
+        predicted = classifier(decoded[picks]).argmax(1).numpy()
+    np.testing.assert_array_equal(stored["predicted"], predicted)
+    assert str(stored["name"]) == "cladec/dense-0.5" and str(stored["dataset"])
+    assert stored["class_names"].tolist() == list(tiny_splits.class_names)
+    # plain arrays only: the figure stage reads them with allow_pickle=False
+    assert all(a.dtype != object for a in stored.values())

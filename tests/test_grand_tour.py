@@ -3,15 +3,16 @@
 
 from __future__ import annotations
 
+import io
 import math
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.explain.grand_tour import GrandTour, givens, normalise, project
+from pipeline.explain.parts.grand_tour import GrandTour, givens, normalise, project
 from pipeline.figures.common import save_figure
-from pipeline.figures.grand_tour import plot_tour_frames, save_tour_gif, tour_html
+from pipeline.figures.grand_tour import plot_tour_frames, tour_gif, tour_html
 
 CLASS_NAMES = ("airplane", "automobile", "bird")
 
@@ -200,27 +201,24 @@ def tour_frames(n_points: int = 50, n_frames: int = 4) -> tuple[list[np.ndarray]
     return frames, labels
 
 
-def test_gif_has_one_frame_per_projection(tmp_path) -> None:
+def test_gif_has_one_frame_per_projection() -> None:
     frames, labels = tour_frames()
     titles = [f"Grand Tour of the softmax layer, t = {0.3 * k:.2f}" for k in range(len(frames))]
-    path = save_tour_gif(frames, labels, CLASS_NAMES, titles, tmp_path / "out" / "tour.gif", fps=5)
-    assert path == tmp_path / "out" / "tour.gif"
-    assert path.stat().st_size > 1000
-    with Image.open(path) as image:
+    gif = tour_gif(frames, labels, CLASS_NAMES, titles, fps=5)
+    assert len(gif) > 1000
+    with Image.open(io.BytesIO(gif)) as image:
         assert image.format == "GIF"
         assert image.n_frames == len(frames)
-    assert sorted(p.name for p in path.parent.iterdir()) == ["tour.gif"]  # no temp files left
 
 
-def test_gif_rejects_mismatched_inputs(tmp_path) -> None:
+def test_gif_rejects_mismatched_inputs() -> None:
     frames, labels = tour_frames()
     with pytest.raises(ValueError, match="titles"):
-        save_tour_gif(frames, labels, CLASS_NAMES, ["only one"], tmp_path / "tour.gif")
+        tour_gif(frames, labels, CLASS_NAMES, ["only one"])
     with pytest.raises(ValueError, match="labels"):
-        save_tour_gif(frames, labels + 5, CLASS_NAMES, ["a"] * 4, tmp_path / "tour.gif")
+        tour_gif(frames, labels + 5, CLASS_NAMES, ["a"] * 4)
     with pytest.raises(ValueError, match="at least one frame"):
-        save_tour_gif([], labels, CLASS_NAMES, [], tmp_path / "tour.gif")
-    assert not (tmp_path / "tour.gif").exists()
+        tour_gif([], labels, CLASS_NAMES, [])
 
 
 def test_html_is_self_contained_and_names_the_classes() -> None:

@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline.explain.ice import (
+from pipeline.explain.parts.ice import (
     Concepts,
     class_presence,
     class_weights,

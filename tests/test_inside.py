@@ -9,16 +9,15 @@ import torch
 from known_models import REGION, SIZE, RegionModel
 
 from pipeline.errors import PipelineError
-from pipeline.explain.activation_max import maximize, unit_count
-from pipeline.explain.feature_maps import (
+from pipeline.explain.parts.activation_max import maximize, unit_count
+from pipeline.explain.parts.feature_maps import (
     conv_activation_layers,
     feature_maps,
     first_conv_filters,
     strongest_channels,
 )
-from pipeline.explain.latent_walk import flip_steps, latent_walk, walk_metrics
-from pipeline.models.archs import build_classifier
-from pipeline.models.generative import LayerEncoder
+from pipeline.explain.parts.vae_walks import flip_steps, latent_walk, walk_metrics
+from pipeline.models.archs import LayerEncoder, build_classifier
 
 
 @pytest.mark.parametrize(
@@ -109,8 +108,8 @@ def test_latent_walk_starts_and_ends_at_the_encodings_and_flips_where_the_class_
 
 
 def test_trained_models_round_trip_through_their_exports(tmp_path) -> None:
-    from pipeline.decode import save_module
-    from pipeline.models.decoding import ClaDecModule, RefAEModule, VAEModule
+    from pipeline.generative_training import save_module
+    from pipeline.models.generative_lightning import ClaDecModule, RefAEModule, VAEModule
     from pipeline.restore import (
         ClassifierSpec,
         load_decoder,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.explain.instanceflow import (
+from pipeline.explain.parts.instanceflow import (
     OTHER,
     Flow,
     column_counts,

@@ -35,8 +35,24 @@ def test_repository_params_are_valid_and_match_schema_defaults():
     params = load_params(REPO / "params.yaml")
     assert params.data.dataset == "mnist_embedded"
     assert params.classifier.arch == "small_cnn"
-    # the documented defaults in params.yaml and in the schema agree
-    assert params.model_dump() == Params().model_dump()
+    # the documented defaults in params.yaml and in every explanation class agree (each
+    # default is written once, in its class; params.yaml repeats it for the reader)
+    ours, defaults = params.model_dump(), Params().model_dump()
+    ours["explain"].pop("methods")
+    defaults["explain"].pop("methods")
+    assert ours == defaults
+
+
+def test_every_registered_explanation_has_its_params_block_and_runs_by_default():
+    from pipeline.explain.registry import attribution_methods, inside_parts
+
+    raw = repo_params()
+    assert sorted(raw["explain"]["methods"]) == sorted(attribution_methods())
+    assert set(raw["explain"]) == {"methods", *attribution_methods()}
+    assert set(raw["inside"]) == set(inside_parts())
+    for group, classes in (("explain", attribution_methods()), ("inside", inside_parts())):
+        for name, cls in classes.items():
+            assert cls.Params.model_validate(raw[group][name]) == cls.Params(), name
 
 
 @pytest.mark.parametrize(
@@ -70,10 +86,11 @@ def test_repository_params_are_valid_and_match_schema_defaults():
         ("select.misclassified", -1, "greater than or equal to 0"),
         ("explain.methods", [], "at least 1"),
         ("explain.methods", ["saliency", "saliency"], "unique"),
-        ("explain.methods.0", "occlusion", "'integrated_gradients'"),
+        ("explain.methods.0", "no_such_method", "'integrated_gradients'"),
         ("explain.integrated_gradients.steps", 1, "greater than or equal to 2"),
         ("explain.integrated_gradients.baseline", "grey", "'blur'"),
         ("explain.gradcam.layer", "block9", "unknown layer"),
+        ("explain.gradcam.layer", "dense", "no spatial maps"),
         ("explain.shap.explainer", "kernel", "'partition'"),
         ("explain.shap.background", 0, "greater than 0"),
         ("explain.lime.segmentation", "felzenszwalb", "'quickshift'"),
@@ -81,17 +98,19 @@ def test_repository_params_are_valid_and_match_schema_defaults():
         ("explain.lime.kernel_width", 0, "greater than 0"),
         ("explain.saliency.batch_size", 0, "greater than 0"),
         ("evaluate.steps", 1, "greater than or equal to 2"),
-        ("explain.ice.concepts", 0, "greater than 0"),
-        ("explain.ice.fidelity_concepts", [], "at least 1"),
-        ("explain.ice.layer", "block7", "unknown layer"),
-        ("explain.activation_max.layer", "nope", "unknown layer"),
-        ("explain.activation_max.iterations", 0, "greater than 0"),
-        ("explain.vae_walks.steps", 0, "greater than or equal to 2"),
-        ("explain.instanceflow.epochs", 1, "greater than or equal to 2"),
-        ("explain.instanceflow.classes", [-1], "greater than or equal to 0"),
-        ("explain.grand_tour.layers", ["softmax", "fc9"], "unknown layer"),
-        ("explain.grand_tour.frames", 1, "greater than or equal to 2"),
-        ("explain.epochs.method", "lime", "'gradcam'"),
+        ("inside.ice.concepts", 0, "greater than 0"),
+        ("inside.ice.fidelity_concepts", [], "at least 1"),
+        ("inside.ice.layer", "block7", "unknown layer"),
+        ("inside.activation_max.layer", "nope", "unknown layer"),
+        ("inside.activation_max.iterations", 0, "greater than 0"),
+        ("inside.vae_walks.steps", 0, "greater than or equal to 2"),
+        ("inside.instanceflow.epochs", 1, "greater than or equal to 2"),
+        ("inside.instanceflow.classes", [-1], "greater than or equal to 0"),
+        ("inside.grand_tour.layers", ["softmax", "fc9"], "unknown layer"),
+        ("inside.grand_tour.frames", 1, "greater than or equal to 2"),
+        ("inside.across_epochs.method", "shap", "no background sample"),
+        ("inside.across_epochs.method", "magic", "use one of"),
+        ("inside.ice.layer", "dense", "no spatial maps"),
         ("evaluate.deletion_value", 2, "less than or equal to 1"),
         ("evaluate.sanity_threshold", 1, "less than 1"),
     ],
@@ -105,15 +124,17 @@ def test_bad_value_names_key_value_and_what_is_allowed(key, value, expected):
     assert shown_key in first, message
     assert expected in message, message
     if isinstance(value, list) and value:
-        # an entry of a list is named on its own (explain.instanceflow.classes.0 = -1)
+        # an entry of a list is named on its own (inside.instanceflow.classes.0 = -1)
         assert any(repr(v) in first for v in value), message
     elif "sum" not in expected:
         assert repr(value) in first, message
 
 
-def test_unknown_key_is_reported_as_a_misspelling():
-    raw = with_value("classifier.epoch", 3)
-    with pytest.raises(ParamsError, match=r"unknown key 'classifier\.epoch'"):
+@pytest.mark.parametrize("key", ["classifier.epoch", "explain.lime.sample", "explain.saliency.abs"])
+def test_unknown_key_is_reported_as_a_misspelling(key):
+    """Method params have no catch-all: a renamed key is refused, not ignored."""
+    raw = with_value(key, 3)
+    with pytest.raises(ParamsError, match=f"unknown key '{key}'"):
         parse_params(raw)
 
 

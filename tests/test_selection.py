@@ -9,12 +9,8 @@ import torch
 from known_models import RegionModel, region_images
 
 from pipeline.errors import PipelineError
-from pipeline.explain.explanations import (
-    Explanations,
-    background_sample,
-    explain_selection,
-    method_kwargs,
-)
+from pipeline.explain.attribute_selection import attribute_selection, background_sample
+from pipeline.explain.stored import StoredAttributions
 from pipeline.selection import Selection, confused_pairs, select_instances
 
 
@@ -95,49 +91,60 @@ def test_selection_round_trip_and_corrupt_file(tmp_path) -> None:
         Selection.load(tmp_path / "missing.npz")
 
 
+def _method(name: str, **params: object):
+    from pipeline.explain.registry import method_class
+
+    cls = method_class(name)
+    return cls(seed=0), cls.Params(**params)
+
+
 @pytest.mark.parametrize("method", ["saliency", "lime"])
 def test_misclassified_instances_are_also_explained_for_their_true_class(tmp_path, method) -> None:
     model = RegionModel().eval()
     images, _ = region_images(4, seed=1)
     predicted = np.array([1, 1, 1, 1])
     labels = np.array([1, 0, 1, 0])  # rows 1 and 3 are "wrong"
-    params = method_kwargs(
-        method, {"batch_size": 8} | ({"samples": 50} if method == "lime" else {}), 0
+    explainer, params = _method(
+        method, batch_size=8, **({"samples": 50} if method == "lime" else {})
     )
-    result = explain_selection(method, model, images, predicted, labels, params)
+    result, per_image = attribute_selection(explainer, model, images, predicted, labels, params)
     assert result.true_rows.tolist() == [1, 3]
     assert len(result.predicted) == 4 and len(result.true) == 2
     if method == "saliency":
         # class 0's logit is constant: its attribution is zero, class 1's is not
         assert np.abs(result.true).max() == 0 and np.abs(result.predicted).max() > 0
+        assert per_image == {}
     else:
         assert result.extras["segments"].shape == (4, 16, 16)
-        assert result.extras["weights_true"].shape[0] == 2
+        assert result.extras["true_weights"].shape[0] == 2
+        assert per_image["surrogate_r2"].shape == (4,)
     result.save(tmp_path / f"{method}.npz")
-    loaded = Explanations.load(tmp_path / f"{method}.npz")
+    loaded = StoredAttributions.load(tmp_path / f"{method}.npz")
     np.testing.assert_array_equal(loaded.predicted, result.predicted)
     assert loaded.method == method and set(loaded.extras) == set(result.extras)
 
 
-def test_no_misclassified_instances_gives_empty_true_arrays() -> None:
+@pytest.mark.parametrize("method", ["gradcam", "lime"])
+def test_no_misclassified_instances_gives_empty_true_arrays(method) -> None:
     images, _ = region_images(3)
-    result = explain_selection(
-        "gradcam",
-        RegionModel(),
-        images,
-        np.ones(3, int),
-        np.ones(3, int),
-        {"layer": "relu", "batch_size": 2},
+    extra = {"layer": "relu"} if method == "gradcam" else {"samples": 20}
+    explainer, params = _method(method, batch_size=2, **extra)
+    result, _ = attribute_selection(
+        explainer, RegionModel(), images, np.ones(3, int), np.ones(3, int), params
     )
     assert result.true.shape == (0, 1, 16, 16) and result.true_rows.size == 0
+    assert all(v.shape[0] == 0 for k, v in result.extras.items() if k.startswith("true_"))
 
 
-def test_method_kwargs_add_seed_and_background_and_drop_display_settings() -> None:
-    lime = method_kwargs("lime", {"samples": 10, "features": 5}, seed=4)
-    assert lime == {"samples": 10, "seed": 4}
-    with pytest.raises(ValueError, match="background"):
-        method_kwargs("shap", {}, seed=0)
+def test_background_sample_is_seeded_and_scaled() -> None:
     images = np.arange(10 * 4, dtype=np.uint8).reshape(10, 1, 2, 2)
     background = background_sample(images, 4, seed=1)
     assert background.shape == (4, 1, 2, 2) and float(background.max()) <= 1.0
     assert torch.equal(background, background_sample(images, 4, seed=1))
+
+
+def test_shap_without_a_background_is_refused() -> None:
+    explainer, params = _method("shap")
+    images, _ = region_images(2)
+    with pytest.raises(ValueError, match="background"):
+        explainer.attribute(RegionModel(), images, torch.ones(2, dtype=torch.long), params)

@@ -9,8 +9,23 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback
 
-from pipeline.classify import classification_metrics, tracked_indices, train_classifier
-from pipeline.training import BatchIndexSampler, fingerprint, prepare_checkpoint_dir
+from pipeline.classify import (
+    ClassifierResult,
+    classification_metrics,
+    epoch_prediction_record,
+    prediction_pairs,
+    tracked_indices,
+    train_classifier,
+)
+from pipeline.params import TrainerParams
+from pipeline.training import (
+    BatchIndexSampler,
+    EpochCheckpoint,
+    EpochSeed,
+    fingerprint,
+    make_trainer,
+    prepare_checkpoint_dir,
+)
 
 
 class Killed(Exception):
@@ -119,3 +134,34 @@ def test_prepare_checkpoint_dir_keeps_only_matching_runs(tmp_path):
     assert not list(ckpt.glob("*.ckpt"))
     assert fingerprint({"a": 1}) != fingerprint({"a": 2})
     assert fingerprint({"a": 1}, arrays=[np.zeros(3)]) != fingerprint({"a": 1}, arrays=[np.ones(3)])
+
+
+def test_lightning_checkpoints_only_through_our_epoch_checkpoint(tmp_path):
+    """Without our callback Lightning must not add its default ModelCheckpoint, which
+    writes `checkpoints/` into the working directory (how stray files got committed)."""
+    params = TrainerParams(accelerator="cpu", devices=1)
+    plain = make_trainer(params, 1, [EpochSeed(0)], progress_bar=False)
+    assert plain.checkpoint_callbacks == []
+    ours = EpochCheckpoint(tmp_path)
+    with_ours = make_trainer(params, 1, [EpochSeed(0), ours], progress_bar=False)
+    assert with_ours.checkpoint_callbacks == [ours]
+
+
+def test_epoch_record_and_prediction_pairs_are_what_instanceflow_and_dvc_read():
+    probabilities = np.array(
+        [[[0.6, 0.4], [0.3, 0.7]], [[0.2, 0.8], [0.1, 0.9]]], dtype=np.float32
+    )  # 2 training epochs × 2 tracked images × 2 classes
+    result = ClassifierResult(
+        module=None,  # type: ignore[arg-type]
+        history=[{"epoch": 1}, {"epoch": 2}],
+        tracked=np.array([3, 0]),
+        epoch_probabilities=probabilities,
+        resumed_from=None,
+    )
+    record = epoch_prediction_record(result, np.array([1, 0, 0, 1]), ["a", "b"])
+    assert record["labels"].tolist() == [1, 1]
+    assert record["epochs"].tolist() == [1, 2]
+    assert record["predictions"].tolist() == [[0, 1], [1, 1]]
+    assert record["class_names"].tolist() == ["a", "b"]
+    pairs = prediction_pairs(np.array([0, 1]), np.array([1, 1]), ["a", "b"])
+    assert pairs == [{"actual": "a", "predicted": "b"}, {"actual": "b", "predicted": "b"}]

@@ -12,10 +12,11 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from pipeline.evaluate import DELETION, INSERTION, SANITY
 from pipeline.evaluate import RANDOM_BASELINE as RANDOM
 from pipeline.evaluate.faithfulness import deletion_insertion, random_maps
 from pipeline.evaluate.sanity import cascading_randomization
-from pipeline.explain.registry import pixel_map
+from pipeline.explain.base import pixel_map
 
 
 @dataclass
@@ -74,10 +75,18 @@ def evaluate_attributions(
             "deletion_auc": float(curves.deletion_auc.mean()),
             "insertion_auc": float(curves.insertion_auc.mean()),
             # share of instances where the map beats the random maps of the same image
-            "deletion_wins": float((curves.deletion_auc < random_del).mean()),
-            "insertion_wins": float((curves.insertion_auc > random_ins).mean()),
-            "beats_random_deletion": bool(curves.deletion_auc.mean() < random_del.mean()),
-            "beats_random_insertion": bool(curves.insertion_auc.mean() > random_ins.mean()),
+            "deletion_wins": float(
+                np.mean(list(map(DELETION.better, curves.deletion_auc, random_del)))
+            ),
+            "insertion_wins": float(
+                np.mean(list(map(INSERTION.better, curves.insertion_auc, random_ins)))
+            ),
+            "beats_random_deletion": DELETION.better(
+                float(curves.deletion_auc.mean()), float(random_del.mean())
+            ),
+            "beats_random_insertion": INSERTION.better(
+                float(curves.insertion_auc.mean()), float(random_ins.mean())
+            ),
         }
     for name, explain in tqdm(
         list((explainers or {}).items()), desc="randomization", unit="method"
@@ -91,19 +100,53 @@ def evaluate_attributions(
                 "sanity_spearman_all": final,
                 "sanity_ssim_all": rows[-1]["ssim"] if rows else float("nan"),
                 # fails: the map barely changes when every layer is random
-                "sanity_passed": bool(final < sanity_threshold),
+                "sanity_passed": SANITY.better(final, sanity_threshold),
             }
         )
     return result
 
 
 def subset_explainer(
-    attribute_fn: Callable[..., np.ndarray], images: Tensor, classes: Tensor, kwargs: dict[str, Any]
+    attribute: Callable[[nn.Module, Tensor, Tensor], np.ndarray], images: Tensor, classes: Tensor
 ) -> Callable[[nn.Module], np.ndarray]:
     """model -> attributions of a fixed subset, for the randomization test."""
 
     def explain(model: nn.Module) -> np.ndarray:
         with torch.enable_grad():
-            return attribute_fn(model.eval(), images, classes, **kwargs)
+            return attribute(model.eval(), images, classes)
 
     return explain
+
+
+def markdown_scores(scores: Mapping[str, Mapping[str, Any]]) -> str:
+    """The evaluation table; column arrows come from each score's direction."""
+    from pipeline.tables import markdown_table
+
+    header = [
+        "method",
+        f"{DELETION.label} {DELETION.arrow}",
+        f"{INSERTION.label} {INSERTION.arrow}",
+        "beats random (del / ins)",
+        f"{SANITY.label} {SANITY.arrow}",
+        "sanity",
+    ]
+    rows = []
+    for name, s in scores.items():
+        yes = {True: "yes", False: "no"}
+        beats = (
+            "—"
+            if name == RANDOM
+            else f"{yes[s['beats_random_deletion']]} / {yes[s['beats_random_insertion']]}"
+        )
+        rho = s.get(SANITY.key)
+        rows.append(
+            [
+                name,
+                f"{s[DELETION.key]:.4f}",
+                f"{s[INSERTION.key]:.4f}",
+                beats,
+                "—" if rho is None else f"{rho:.3f}",
+                "—" if rho is None else ("passed" if s["sanity_passed"] else "FAILED"),
+            ]
+        )
+    return markdown_table(header, rows)

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.explain.registry import pixel_map
+from pipeline.explain.base import pixel_map
 
 Explainer = Callable[[nn.Module], np.ndarray]  # model -> N×C×H×W attributions
 

@@ -1,5 +1,5 @@
-"""An attribution method's arrays on disk (`explanations/<method>.npz`), readable
-without torch: the figure stages only draw what the explain stages stored."""
+"""An attribution method's arrays on disk (`explanations/attributions/<method>.npz`),
+readable without torch: figure stages only draw what the explain stages stored."""
 
 from __future__ import annotations
 
@@ -13,11 +13,15 @@ from pipeline.io import write_npz
 
 
 @dataclass
-class Explanations:
+class StoredAttributions:
+    """Maps for the predicted class of every selected instance, for the true class of
+    the misclassified ones, and the method's extras (`<key>` for the predicted class,
+    `true_<key>` for the true class)."""
+
     method: str
-    predicted: np.ndarray  # N×C'×H×W, for the predicted class of each instance
-    true: np.ndarray  # M×C'×H×W, for the true class of the misclassified instances
-    true_rows: np.ndarray  # M rows of the selection those belong to
+    predicted: np.ndarray  # N×C'×H×W
+    true: np.ndarray  # M×C'×H×W
+    true_rows: np.ndarray  # the M rows of the selection those belong to
     extras: dict[str, np.ndarray] = field(default_factory=dict)
 
     def save(self, path: str | Path) -> None:
@@ -31,7 +35,7 @@ class Explanations:
         )
 
     @classmethod
-    def load(cls, path: str | Path) -> Explanations:
+    def load(cls, path: str | Path) -> StoredAttributions:
         path = Path(path)
         if not path.is_file():
             raise PipelineError(

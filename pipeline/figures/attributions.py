@@ -11,27 +11,17 @@ strongest superpixels for the class in green and against it in red.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from pipeline.explain.base import Instance
 from pipeline.figures.common import to_display
 
 SIGNED_CMAP = "RdBu_r"
 POSITIVE_CMAP = "inferno"
-
-
-@dataclass
-class Instance:
-    """One selected test image with what the figures print about it."""
-
-    image: np.ndarray  # C×H×W uint8
-    label: int
-    predicted: int
-    probabilities: np.ndarray
 
 
 def _grid(count: int, per_row: int) -> tuple[Figure, np.ndarray]:

@@ -10,12 +10,13 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
+from pipeline.evaluate import DELETION, INSERTION
 from pipeline.evaluate import RANDOM_BASELINE as RANDOM
 
 
 def _colours(methods: Sequence[str]) -> dict[str, Any]:
-    cmap = plt.get_cmap("tab10")
-    colours = {m: cmap(i % 10) for i, m in enumerate(m for m in methods if m != RANDOM)}
+    cmap = plt.get_cmap("tab20")
+    colours = {m: cmap(i % 20) for i, m in enumerate(m for m in methods if m != RANDOM)}
     colours[RANDOM] = "grey"
     return colours
 
@@ -32,9 +33,9 @@ def plot_evaluation(
     methods = list(deletion)
     colours = _colours(methods)
     fig, axes = plt.subplots(2, 2, figsize=(12, 8.5), layout="constrained")
-    for ax, curves, name in (
-        (axes[0, 0], deletion, "Deletion"),
-        (axes[0, 1], insertion, "Insertion"),
+    for ax, curves, name, score in (
+        (axes[0, 0], deletion, "Deletion", DELETION),
+        (axes[0, 1], insertion, "Insertion", INSERTION),
     ):
         for m, curve in curves.items():
             ax.plot(fractions, curve, label=m, color=colours[m], ls="--" if m == RANDOM else "-")
@@ -42,8 +43,7 @@ def plot_evaluation(
             "fraction of pixels deleted" if name == "Deletion" else "fraction of pixels inserted"
         )
         ax.set_ylabel("probability of the predicted class (mean)")
-        better = "lower" if name == "Deletion" else "higher"
-        ax.set_title(f"{name} curves ({better} area is better)")
+        ax.set_title(f"{name} curves ({score.direction} area is better)")
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1.02)
         ax.grid(alpha=0.3)
@@ -52,16 +52,17 @@ def plot_evaluation(
     ax = axes[1, 0]
     ranked = [m for m in methods if m != RANDOM]
     x = np.arange(len(ranked))
-    dele = [scores[m]["deletion_auc"] for m in ranked]
-    ins = [scores[m]["insertion_auc"] for m in ranked]
-    ax.bar(x - 0.2, dele, 0.4, label="deletion AUC (lower is better)", color="tab:red")
-    ax.bar(x + 0.2, ins, 0.4, label="insertion AUC (higher is better)", color="tab:green")
-    ax.axhline(
-        scores[RANDOM]["deletion_auc"], color="tab:red", ls="--", lw=1, label="random: deletion"
-    )
-    ax.axhline(
-        scores[RANDOM]["insertion_auc"], color="tab:green", ls="--", lw=1, label="random: insertion"
-    )
+    for offset, score, colour in ((-0.2, DELETION, "tab:red"), (0.2, INSERTION, "tab:green")):
+        ax.bar(
+            x + offset,
+            [scores[m][score.key] for m in ranked],
+            0.4,
+            label=f"{score.label} ({score.direction} is better)",
+            color=colour,
+        )
+        ax.axhline(
+            scores[RANDOM][score.key], color=colour, ls="--", lw=1, label=f"random: {score.label}"
+        )
     ax.set_xticks(x, ranked, rotation=20, ha="right")
     ax.set_ylabel("area under the curve")
     ax.set_title("Faithfulness against random attributions")

@@ -2,24 +2,22 @@
 grid of frames for reports.
 
 All three take the same inputs: `frames_xy`, a list of N×2 projections of the same N
-instances (see pipeline.explain.grand_tour), `labels`, the class index of each instance,
+instances (see pipeline.explain.parts.grand_tour), `labels`, the class index of each instance,
 `class_names`, and one title per frame. Axes are fixed over the whole tour so that what
 moves is the data, and each class keeps one colour (tab10) everywhere.
 """
 
 from __future__ import annotations
 
+import io
 import math
 from collections.abc import Sequence
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-
-from pipeline.io import atomic_path
 
 AXIS_LABELS = ("tour axis 1", "tour axis 2")
 
@@ -77,16 +75,15 @@ def _class_handles(colours: Sequence[str], class_names: Sequence[str]) -> list[L
     ]
 
 
-def save_tour_gif(
+def tour_gif(
     frames_xy: Sequence[np.ndarray],
     labels: np.ndarray,
     class_names: Sequence[str],
     titles: Sequence[str],
-    path: str | Path,
     fps: int = 10,
     dpi: int = 80,
-) -> Path:
-    """Write the tour as an animated GIF (one GIF frame per projection) atomically.
+) -> bytes:
+    """The tour as an animated GIF file's bytes (one GIF frame per projection).
 
     Axes, ticks and legend are the same in every frame: they are drawn once, and each
     frame only restores that background and draws the points and the title on it (text
@@ -101,7 +98,6 @@ def save_tour_gif(
     frames, classes = _check_inputs(frames_xy, labels, class_names, titles)
     if fps <= 0:
         raise ValueError(f"fps must be positive, got {fps}")
-    path = Path(path)
     colours = class_colours(len(class_names))
     low, high = _limits(frames)
 
@@ -147,16 +143,16 @@ def save_tour_gif(
         images.append(Image.fromarray(np.asarray(canvas.buffer_rgba())[..., :3].copy()))
     palette = images[0].quantize(colors=255)
     indexed = [image.quantize(palette=palette, dither=Image.Dither.NONE) for image in images]
-    with atomic_path(path) as tmp:
-        indexed[0].save(
-            tmp,
-            format="GIF",
-            save_all=True,
-            append_images=indexed[1:],
-            duration=round(1000 / fps),
-            loop=0,
-        )
-    return path
+    buffer = io.BytesIO()
+    indexed[0].save(
+        buffer,
+        format="GIF",
+        save_all=True,
+        append_images=indexed[1:],
+        duration=round(1000 / fps),
+        loop=0,
+    )
+    return buffer.getvalue()
 
 
 def tour_html(

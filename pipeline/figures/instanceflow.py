@@ -17,7 +17,13 @@ from matplotlib.patches import PathPatch, Rectangle
 from matplotlib.path import Path
 from matplotlib.ticker import MaxNLocator
 
-from pipeline.explain.instanceflow import OTHER, Flow, column_counts, flows, instance_table
+from pipeline.explain.parts.instanceflow import (
+    OTHER,
+    Flow,
+    column_counts,
+    flows,
+    instance_table,
+)
 from pipeline.figures.common import message_figure
 
 OTHER_COLOUR = "#9e9e9e"

@@ -1,28 +1,18 @@
-"""Originals above their reconstructions: what a decoder keeps of each image."""
+"""Originals above their reconstructions: what a decoder keeps of each image. Drawn
+from the arrays a generative stage stores (`generative_training.sample_reconstructions`),
+never from the model."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
 from pipeline.figures.common import to_display
-
-
-def one_per_class(labels: np.ndarray, count: int) -> np.ndarray:
-    """Indices of up to `count` images, cycling through the classes so each appears."""
-    classes = np.unique(labels)
-    picks: list[int] = []
-    rank = 0
-    while len(picks) < min(count, len(labels)):
-        for c in classes:
-            members = np.flatnonzero(labels == c)
-            if rank < len(members) and len(picks) < count:
-                picks.append(int(members[rank]))
-        rank += 1
-    return np.asarray(picks)
 
 
 def plot_reconstructions(
@@ -54,3 +44,34 @@ def plot_reconstructions(
                 ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=9)
     fig.suptitle(title)
     return fig
+
+
+def reconstruction_title(config: Mapping[str, Any]) -> str:
+    """What the model is, in words, from its stored config (kind, layer, alpha, latent)."""
+    kind = config.get("kind")
+    if kind in ("vae", "refvae"):
+        prefix = "Reference VAE" if kind == "refvae" else "VAE"
+        return f"{prefix} with a {config['latent_dim']}-D latent"
+    if kind == "refae":
+        return f"Reference autoencoder, layer {config['layer']}"
+    title = f"ClaDec of layer {config['layer']}, alpha {config['alpha']:g}"
+    if kind == "vcladec":
+        title = f"Variational {title}, {config['latent_dim']}-D latent"
+    return title
+
+
+def plot_stored_reconstructions(stored: Mapping[str, np.ndarray]) -> Figure:
+    """One model's stored sample: originals above decodings, each captioned with the true
+    class and the frozen classifier's prediction on the decoding."""
+    names = [str(n) for n in stored["class_names"]]
+    captions = [
+        f"{names[int(t)]}→{names[int(p)]}"
+        for t, p in zip(stored["labels"], stored["predicted"], strict=True)
+    ]
+    config = json.loads(str(stored["config"]))
+    return plot_reconstructions(
+        stored["originals"],
+        [(str(stored["name"]), stored["decoded"])],
+        captions,
+        f"{reconstruction_title(config)} (caption: true → classifier on decoded)",
+    )

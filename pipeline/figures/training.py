@@ -7,22 +7,25 @@ from collections.abc import Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 
 def plot_training_curves(history: Sequence[dict[str, float]], title: str) -> Figure:
-    """Loss and accuracy per epoch, train against validation."""
+    """Loss and accuracy per training epoch, train against validation (rows as in
+    plots/classifier/history.csv: `epoch`, `train_loss`, `val_acc`, ...)."""
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.8))
     epochs = [row["epoch"] for row in history]
     for ax, metric, label in ((ax_loss, "loss", "cross-entropy loss"), (ax_acc, "acc", "accuracy")):
         for split, style in (("train", "-o"), ("val", "-s")):
             values = [row.get(f"{split}_{metric}", np.nan) for row in history]
             ax.plot(epochs, values, style, markersize=3, label=split)
-        ax.set_xlabel("epoch")
+        ax.set_xlabel("training epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
         ax.legend()
-    ax_loss.set_title("Loss per epoch")
-    ax_acc.set_title("Accuracy per epoch")
+    ax_loss.set_title("Loss per training epoch")
+    ax_acc.set_title("Accuracy per training epoch")
     fig.suptitle(title)
     fig.tight_layout()
     return fig

@@ -126,3 +126,34 @@ def resolve_layer(model: nn.Module, name: str) -> nn.Module:
         raise ParamsError(
             f"unknown layer {name!r}; use {aliases} or a module path such as {paths}"
         ) from None
+
+
+class LayerEncoder(nn.Module):
+    """The part of a classifier up to a named layer: its activation is the code (what
+    ClaDec decodes, what ICE and activation maximisation read)."""
+
+    def __init__(self, classifier: nn.Module, layer: str) -> None:
+        super().__init__()
+        self.classifier = classifier
+        self.layer = layer
+        self._target = resolve_layer(classifier, layer)
+
+    def forward(self, x: Tensor) -> Tensor:
+        captured: list[Tensor] = []
+
+        def hook(module: nn.Module, inputs: object, output: Tensor) -> None:
+            captured.append(output)
+            raise _Stop
+
+        handle = self._target.register_forward_hook(hook)
+        try:
+            self.classifier(x)
+        except _Stop:
+            pass
+        finally:
+            handle.remove()
+        return captured[0]
+
+
+class _Stop(Exception):
+    """Ends a forward pass once the wanted layer has produced its output."""

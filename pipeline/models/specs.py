@@ -89,3 +89,9 @@ def arch_layer_names(arch: str) -> list[str]:
         if isinstance(part, ConvBlock):
             names += [f"features.{name}.{i}" for i in range(len(part.parts()))]
     return [*names, "dense", "dense.0", "dense.1", "dense.2", "dropout", "logits"]
+
+
+def spatial_layer_names(arch: str) -> list[str]:
+    """The layers whose output keeps its spatial maps (N×C×H×W): `conv` and the feature
+    blocks; Grad-CAM, ICE and feature maps need one of these."""
+    return ["conv", *(n for n in arch_layer_names(arch) if n.startswith(("normalize", "features")))]

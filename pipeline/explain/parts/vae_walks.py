@@ -1,0 +1,177 @@
+"""Contrastive VAE latent walks (after Quint et al. 2020): encode two images of
+different classes, walk the straight line between their latent means, decode every
+step and classify it. Where the prediction flips, and what changes there, shows what
+separates the two classes for the classifier.
+
+torch is imported inside `latent_walk` and `compute` only: the figure stage rebuilds
+stored walks with `Walk` and `flip_steps` without loading it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+from pydantic import Field
+
+from pipeline.explain.base import Computed, InsidePart, MethodParams
+
+if TYPE_CHECKING:
+    from torch import Tensor, nn
+
+    from pipeline.data import Splits
+    from pipeline.selection import Selection
+
+    class VAE(Protocol):
+        def encode_mean(self, images: Tensor) -> Tensor: ...
+        def decode(self, latents: Tensor) -> Tensor: ...
+
+    class Inputs(Protocol):
+        seed: int
+        splits: Splits
+        net: nn.Module
+        selection: Selection
+        class_names: list[str]
+        vae: VAE
+
+
+class VaeWalksParams(MethodParams):
+    steps: int = Field(12, ge=2, description="points on each walk, both ends included")
+    pairs_per_class_pair: int = Field(
+        2, gt=0, description="walks per confused class pair (from the selection)"
+    )
+
+
+@dataclass
+class Walk:
+    latents: np.ndarray  # T×D, from the first image's mean to the second's
+    decoded: np.ndarray  # T×C×H×W
+    probabilities: np.ndarray  # T×K
+    predicted: np.ndarray  # T
+    flips: np.ndarray  # steps i where predicted[i] != predicted[i - 1]
+
+    @property
+    def first_flip(self) -> int | None:
+        return int(self.flips[0]) if len(self.flips) else None
+
+    def difference_at_flip(self) -> np.ndarray | None:
+        """decoded[flip] − decoded[flip − 1]: what changed the decision."""
+        if self.first_flip is None:
+            return None
+        return self.decoded[self.first_flip] - self.decoded[self.first_flip - 1]
+
+
+def flip_steps(predicted: np.ndarray) -> np.ndarray:
+    """Indices i ≥ 1 where the predicted class differs from step i − 1."""
+    predicted = np.asarray(predicted)
+    return np.flatnonzero(predicted[1:] != predicted[:-1]) + 1
+
+
+def latent_walk(
+    encode: Callable[[Tensor], Tensor],
+    decode: Callable[[Tensor], Tensor],
+    classifier: Callable[[Tensor], Tensor],
+    first: Tensor,
+    second: Tensor,
+    steps: int,
+) -> Walk:
+    """`steps` ≥ 2 points from encode(first) to encode(second), both ends included."""
+    import torch
+
+    if steps < 2:
+        raise ValueError(f"a walk needs at least 2 steps, got {steps}")
+    with torch.inference_mode():
+        a, b = encode(first[None])[0], encode(second[None])[0]
+        t = torch.linspace(0, 1, steps)[:, None]
+        latents = (1 - t) * a + t * b
+        decoded = decode(latents)
+        probabilities = torch.softmax(classifier(decoded), dim=1)
+    predicted = probabilities.argmax(1).numpy()
+    return Walk(
+        latents.numpy(), decoded.numpy(), probabilities.numpy(), predicted, flip_steps(predicted)
+    )
+
+
+def walk_metrics(walks: list[Walk]) -> dict[str, float]:
+    """Mean position of the first flip (0 = start, 1 = end; walks without a flip left
+    out), the share of walks that flip exactly once, and the share that flip at all."""
+    if not walks:
+        return {"walks": 0}
+    positions = [w.first_flip / (len(w.predicted) - 1) for w in walks if w.first_flip is not None]
+    return {
+        "walks": len(walks),
+        "mean_flip_position": float(np.mean(positions)) if positions else float("nan"),
+        "share_flipping_once": float(np.mean([len(w.flips) == 1 for w in walks])),
+        "share_flipping": float(np.mean([len(w.flips) > 0 for w in walks])),
+    }
+
+
+class VaeWalks(InsidePart):
+    name = "vae_walks"
+    Params = VaeWalksParams
+    title = "contrastive VAE latent walks"
+    reference = "after Quint et al. 2020 (contrastive latent walks)"
+    seeded = True  # the walks' end images
+
+    def compute(self, inputs: Inputs, p: VaeWalksParams) -> Computed:  # type: ignore[override]
+        """`walks`: for correctly classified test images of each confused class pair of
+        the selection (or classes 0 and 1 when there is none), the walk's latents,
+        decoded images and class probabilities, with a title and the two end images."""
+        import torch
+
+        from pipeline.inference import as_float_images, predict_proba
+
+        splits, net, names, vae = inputs.splits, inputs.net, inputs.class_names, inputs.vae
+        pairs = inputs.selection.pairs[:, :2] if len(inputs.selection.pairs) else [(0, 1)]
+        rng = np.random.default_rng(inputs.seed)
+        correct = predict_proba(net, splits.x_test).argmax(1) == splits.y_test
+        walks, titles, ends = [], [], []
+        with torch.inference_mode():
+            for a, b in pairs:
+                from_a = np.flatnonzero(correct & (splits.y_test == a))
+                from_b = np.flatnonzero(correct & (splits.y_test == b))
+                count = min(p.pairs_per_class_pair, len(from_a), len(from_b))
+                for i, j in zip(
+                    rng.choice(from_a, count, replace=False),
+                    rng.choice(from_b, count, replace=False),
+                    strict=True,
+                ):
+                    images = as_float_images(splits.x_test[[i, j]])
+                    walks.append(
+                        latent_walk(vae.encode_mean, vae.decode, net, images[0], images[1], p.steps)
+                    )
+                    ends.append((int(i), int(j)))
+                    titles.append(f"{names[a]} #{i} → {names[b]} #{j}")
+        arrays = {
+            "titles": np.array(titles),
+            "ends": np.array(ends).reshape(-1, 2),
+            "decoded": np.stack([w.decoded for w in walks]) if walks else np.zeros(0),
+            "probabilities": np.stack([w.probabilities for w in walks]) if walks else np.zeros(0),
+            "latents": np.stack([w.latents for w in walks]) if walks else np.zeros(0),
+            "class_names": np.array(names),
+        }
+        return Computed({"walks": arrays}, walk_metrics(walks))
+
+    def draw(self, stored: dict[str, dict[str, np.ndarray]], p: VaeWalksParams) -> dict[str, Any]:  # type: ignore[override]
+        """`walks.png` (a short message in its place when there is no walk)."""
+        from pipeline.figures.common import message_figure
+        from pipeline.figures.vae_walks import plot_walks
+
+        z = stored["walks"]
+        walks = []
+        for i in range(len(z["titles"])):
+            predicted = z["probabilities"][i].argmax(1)
+            walks.append(
+                Walk(
+                    z["latents"][i],
+                    z["decoded"][i],
+                    z["probabilities"][i],
+                    predicted,
+                    flip_steps(predicted),
+                )
+            )
+        if not walks:
+            return {"walks.png": message_figure("no walks: too few test images", "VAE walks")}
+        names = [str(n) for n in z["class_names"]]
+        return {"walks.png": plot_walks(walks, [str(t) for t in z["titles"]], names)}

@@ -1,0 +1,119 @@
+"""The data, classifier and generative figures are drawn from stored arrays, CSV and JSON
+only: each figure stage, given small synthetic stored files in an empty folder, writes
+its PNGs (and needs no model, no dataset beyond what it reads)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from test_stages import run_stage, write_params
+
+from pipeline.figures.common import save_figure
+from pipeline.figures.reconstructions import plot_stored_reconstructions, reconstruction_title
+from pipeline.io import read_csv, write_csv, write_json, write_npz
+
+
+def stored_reconstructions(name: str, config: dict, channels: int = 1) -> dict[str, np.ndarray]:
+    """What generative_training.sample_reconstructions stores, with random pixels."""
+    rng = np.random.default_rng(0)
+    return {
+        "name": np.array(name),
+        "config": np.array(json.dumps(config)),
+        "test_indices": np.arange(4),
+        "originals": rng.integers(0, 255, (4, channels, 8, 8), dtype=np.uint8),
+        "decoded": rng.random((4, channels, 8, 8), dtype=np.float32),
+        "labels": np.array([0, 1, 2, 0]),
+        "predicted": np.array([0, 2, 2, 1]),
+        "class_names": np.array(["a", "b", "c"]),
+        "dataset": np.array("synthetic"),
+    }
+
+
+@pytest.mark.parametrize(
+    ("config", "title"),
+    [
+        ({"kind": "vae", "latent_dim": 16, "beta": 1.0}, "VAE with a 16-D latent"),
+        ({"kind": "refvae", "latent_dim": 2, "beta": 1.0}, "Reference VAE with a 2-D latent"),
+        ({"kind": "cladec", "layer": "dense", "alpha": 0.5}, "ClaDec of layer dense, alpha 0.5"),
+        (
+            {"kind": "vcladec", "layer": "dense", "alpha": 0.5, "latent_dim": 2, "beta": 1.0},
+            "Variational ClaDec of layer dense, alpha 0.5, 2-D latent",
+        ),
+        ({"kind": "refae", "layer": "conv", "alpha": None}, "Reference autoencoder, layer conv"),
+    ],
+)
+def test_reconstruction_title_names_the_model(config, title):
+    assert reconstruction_title(config) == title
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_reconstructions_are_drawn_from_stored_arrays(tmp_path, channels):
+    stored = stored_reconstructions(
+        "cladec/dense-0.5", {"kind": "cladec", "layer": "dense", "alpha": 0.5}, channels
+    )
+    write_npz(tmp_path / "s.npz", **stored)
+    with np.load(tmp_path / "s.npz", allow_pickle=False) as archive:  # no pickled objects
+        figure = plot_stored_reconstructions({k: archive[k] for k in archive.files})
+    assert figure.axes[0].get_title() == "a→a"
+    assert figure.axes[1].get_title() == "b→c"
+    path = save_figure(figure, tmp_path / "out.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_history_csv_reads_back_as_floats(tmp_path):
+    rows = [{"epoch": 1, "train_loss": 0.5}, {"epoch": 2, "train_loss": 0.25, "val_loss": 0.3}]
+    write_csv(tmp_path / "h.csv", rows, ["epoch", "train_loss", "val_loss"])
+    back = read_csv(tmp_path / "h.csv", as_float=True)
+    assert back[1] == {"epoch": 2.0, "train_loss": 0.25, "val_loss": 0.3}
+    assert np.isnan(back[0]["val_loss"])
+    assert read_csv(tmp_path / "h.csv")[0]["epoch"] == "1"
+
+
+def test_figure_stages_draw_from_stored_files_alone(tmp_path, tiny_splits):
+    write_params(tmp_path)
+    tiny_splits.save(tmp_path / "data/dataset.npz")
+    history = [
+        {"epoch": e, "train_loss": 1 / e, "val_loss": 1.1 / e, "train_acc": 0.5, "val_acc": 0.4}
+        for e in (1, 2, 3)
+    ]
+    write_csv(tmp_path / "plots/classifier/history.csv", history, list(history[0]))
+    write_json(
+        tmp_path / "metrics/classifier_confusion.json",
+        {"classes": ["a", "b"], "matrix": [[5, 1], [0, 4]]},
+    )
+    for slug, config in (
+        ("vae", {"kind": "vae", "latent_dim": 4, "beta": 1.0}),
+        ("refae_dense", {"kind": "refae", "layer": "dense", "alpha": None}),
+    ):
+        write_npz(
+            tmp_path / f"explanations/generative/{slug}.npz",
+            **stored_reconstructions(slug.replace("_", "/"), config),
+        )
+    for stage in ("data_figures", "classifier_figures", "generative_figures"):
+        result = run_stage(stage, tmp_path)
+        assert result.returncode == 0, result.stderr
+    for png in (
+        "data_samples.png",
+        "classifier_curves.png",
+        "classifier_confusion.png",
+        "generative/vae.png",
+        "generative/refae_dense.png",
+    ):
+        assert (tmp_path / "reports/figures" / png).stat().st_size > 2000, png
+    assert not (tmp_path / "models").exists()  # nothing was trained or loaded
+
+
+def test_figure_stages_without_their_inputs_say_what_to_run(tmp_path):
+    write_params(tmp_path)
+    expected = {
+        "data_figures": "data/dataset.npz not found: run the data stage first",
+        "classifier_figures": "plots/classifier/history.csv not found: run the classifier stage",
+        "generative_figures": "no stored reconstructions in explanations/generative",
+    }
+    for stage, message in expected.items():
+        result = run_stage(stage, tmp_path)
+        assert result.returncode == 2
+        assert message in result.stderr, result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
