@@ -25,6 +25,8 @@ Two rules follow the pipeline's structure:
   imports inside a function named `draw` count only for stages whose module name ends
   in `figures`. Without this rule every compute stage would depend on figure code and
   restyling a figure would rerun computations.
+- A folder dep must not cover modules the stage (or its entry) does not run: an edit to
+  any of them would rerun the stage for nothing; list the files instead.
 - A foreach/matrix entry lists one set of deps for all its members (`${item}` aside):
   a dep is missing when a member runs a module none of its deps cover, and extra only
   when no member of the entry runs anything in it (IG's blur baseline needs
@@ -71,11 +73,13 @@ class StageProblems:
     stage: str
     missing: list[str] = field(default_factory=list)  # run, but covered by no dep
     extra: list[str] = field(default_factory=list)  # listed code deps covering nothing run
+    # folder deps that also cover modules no member runs: an edit there reruns the stage
+    wide: dict[str, list[str]] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)  # what could not be analysed
     chains: dict[str, list[str]] = field(default_factory=dict)  # missing -> how it is run
 
     def __bool__(self) -> bool:
-        return bool(self.missing or self.extra or self.errors)
+        return bool(self.missing or self.extra or self.errors or self.wide)
 
 
 # ------------------------------------------------------------------------ imports
@@ -365,6 +369,18 @@ def check_stage(
         for d in deps
         if is_code_dep(d) and _norm(d) not in allowed and not any(covers(d, f) for f in run)
     )
+    for dep in deps:
+        dep = _norm(dep)
+        if not is_code_dep(dep) or dep in allowed or dep in problems.extra:
+            continue
+        if (root / dep).is_dir():
+            unrun = [
+                f
+                for f in _modules_under(root, dep)
+                if f not in run and not is_trivial_init(root, f)
+            ]
+            if unrun:
+                problems.wide[dep] = unrun
     return problems
 
 
@@ -393,7 +409,13 @@ def format_problems(problems: Sequence[StageProblems]) -> str:
     foreach/matrix entry that have the same problems are listed together."""
     groups: dict[tuple, list[StageProblems]] = {}
     for p in problems:
-        key = (p.stage.partition("@")[0], tuple(p.errors), tuple(p.missing), tuple(p.extra))
+        key = (
+            p.stage.partition("@")[0],
+            tuple(p.errors),
+            tuple(p.missing),
+            tuple(p.extra),
+            tuple(p.wide),
+        )
         groups.setdefault(key, []).append(p)
     lines = []
     for members in groups.values():
@@ -405,6 +427,10 @@ def format_problems(problems: Sequence[StageProblems]) -> str:
             for m in p.missing
         ]
         lines += [f"  extra dep (remove): {e}" for e in p.extra]
+        lines += [
+            f"  folder dep too wide (list its files): {d} also covers {', '.join(unrun)}"
+            for d, unrun in p.wide.items()
+        ]
     return "\n".join(lines)
 
 

@@ -254,7 +254,7 @@ def test_the_stages_say_what_to_run_when_their_inputs_are_missing(tmp_path: Path
     ]
     result = run("stages.inside_figures", tmp_path, "--part", "ice")
     assert result.returncode == 2
-    assert "figures@ice: error: explanations/ice/ holds no arrays: run `dvc repro ice`" in (
+    assert "inside_figures: error: explanations/ice/ holds no arrays: run `dvc repro ice`" in (
         result.stderr
     )
     result = run("stages.inside", tmp_path, "--part", "epochs")

@@ -114,5 +114,5 @@ def test_dvc_matrix_expands_to_one_stage_per_layer_and_alpha():
     assert {"data_figures", "classifier_figures", "generative_figures"} <= set(out)
     methods = yaml.safe_load((REPO / "params.yaml").read_text())["explain"]["methods"]
     assert {f"explain@{m}" for m in methods} == {n for n in out if n.startswith("explain@")}
-    assert {f"attribution_figures@{m}" for m in methods} <= set(out)
-    assert {"select", "evaluate", "evaluate_figure"} <= set(out)
+    assert {"select", "evaluate", "evaluate_figure", "attribution_figures"} <= set(out)
+    assert {"inside_figures", "across_epochs", "cladec_decodings", "grand_tour"} <= set(out)
