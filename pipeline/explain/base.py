@@ -48,6 +48,12 @@ class BatchedParams(MethodParams):
     batch_size: int = Field(256, gt=0, description="images (or perturbations) per forward pass")
 
 
+class LayerParams(BatchedParams):
+    """Params of a method that reads one conv layer (Grad-CAM and its kind)."""
+
+    layer: str = Field("conv", min_length=1, description="a conv layer: conv or a module path")
+
+
 @dataclass(frozen=True)
 class Score:
     """A number that ranks explanations, with the direction in which it is better

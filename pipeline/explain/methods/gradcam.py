@@ -6,12 +6,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pydantic import Field
-
 from pipeline.explain.base import (
     AttributionMethod,
     Attributions,
-    BatchedParams,
+    LayerParams,
     gradients_in_batches,
 )
 
@@ -19,8 +17,8 @@ if TYPE_CHECKING:
     from torch import Tensor, nn
 
 
-class GradCAMParams(BatchedParams):
-    layer: str = Field("conv", min_length=1, description="a conv layer: conv or a module path")
+class GradCAMParams(LayerParams):
+    pass
 
 
 class GradCAM(AttributionMethod):

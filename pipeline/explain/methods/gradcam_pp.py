@@ -19,16 +19,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pydantic import Field
-
-from pipeline.explain.base import AttributionMethod, Attributions, BatchedParams
+from pipeline.explain.base import AttributionMethod, Attributions, LayerParams
 
 if TYPE_CHECKING:
     from torch import Tensor, nn
 
 
-class GradCAMPlusPlusParams(BatchedParams):
-    layer: str = Field("conv", min_length=1, description="a conv layer: conv or a module path")
+class GradCAMPlusPlusParams(LayerParams):
+    pass
 
 
 class GradCAMPlusPlus(AttributionMethod):
