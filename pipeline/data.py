@@ -8,11 +8,14 @@ write; torchvision is only used to download.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import logging
 import pickle
-import zipfile
-from collections.abc import Callable
+import struct
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.errors import DataError
-from pipeline.io import write_npz
+from pipeline.io import corrupt_file_error, read_npz, short_reason, write_npz
 from pipeline.params import DataParams
 
 log = logging.getLogger(__name__)
@@ -112,20 +115,20 @@ class Splits:
 
     @classmethod
     def load(cls, path: str | Path) -> Splits:
+        """data/dataset.npz as written by `save`; a missing, cut-short or overwritten file
+        is a one-line DataError naming `dvc repro -f data`."""
         path = Path(path)
         if not path.is_file():
             raise DataError(f"{path} not found: run the data stage first (`dvc repro data`)")
+        keys = (*SPLIT_KEYS, "class_names", "dataset")
+        z = read_npz(path, stage="data", required=keys, error=DataError)
         try:
-            with np.load(path, allow_pickle=False) as archive:
-                missing = [k for k in (*SPLIT_KEYS, "class_names", "dataset") if k not in archive]
-                if missing:
-                    raise DataError(f"{path} lacks {missing}: rerun `dvc repro -f data`")
-                arrays = {key: archive[key] for key in SPLIT_KEYS}
-                names = tuple(str(n) for n in archive["class_names"])
-                dataset = str(archive["dataset"])
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-            raise DataError(f"{path} is corrupt ({exc}): rerun `dvc repro -f data`") from None
-        return cls(**arrays, class_names=names, dataset=dataset)
+            names = tuple(str(n) for n in z["class_names"])
+            return cls(
+                **{key: z[key] for key in SPLIT_KEYS}, class_names=names, dataset=str(z["dataset"])
+            )
+        except (TypeError, ValueError) as exc:
+            raise corrupt_file_error(path, exc, "data", DataError) from None
 
 
 # ---------------------------------------------------------------------------- readers
@@ -184,66 +187,250 @@ def load_idx_dataset(folder: Path, class_names: tuple[str, ...]) -> ImageSet:
     return ImageSet(np.concatenate(images), np.concatenate(labels), class_names)
 
 
-def _unpickle(path: Path) -> dict:
+def _latin1_encode(text: str, encoding: str = "utf-8") -> bytes:
+    """`_codecs.encode` as pickles of bytes at protocol 0-2 call it (latin-1), nothing else."""
+    if not isinstance(text, str) or encoding != "latin1":
+        raise pickle.UnpicklingError("_codecs.encode is admitted for latin-1 bytes only")
+    return text.encode("latin1")
+
+
+@functools.cache
+def _cifar_globals() -> dict[tuple[str, str], Any]:
+    """The only callables a CIFAR batch may name: numpy array and scalar reconstruction
+    (under numpy 1's and numpy 2's module names) and bytes as protocol 2 writes them."""
+    try:
+        from numpy._core import multiarray, numeric
+    except ImportError:  # numpy 1
+        from numpy.core import multiarray, numeric  # type: ignore[no-redef]
+    admitted: dict[tuple[str, str], Any] = {
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): np.dtype,
+        ("_codecs", "encode"): _latin1_encode,
+    }
+    for core in ("numpy.core", "numpy._core"):
+        admitted[(f"{core}.multiarray", "_reconstruct")] = multiarray._reconstruct
+        admitted[(f"{core}.multiarray", "scalar")] = multiarray.scalar
+        admitted[(f"{core}.numeric", "_frombuffer")] = numeric._frombuffer
+    return admitted
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Unpickles numpy arrays, lists, dicts, bytes and numbers only: a batch file that
+    names any other callable (os.system in a `__reduce__`) is refused, never run."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return _cifar_globals()[(module, name)]
+        except KeyError:
+            raise pickle.UnpicklingError(f"refused to call {module}.{name}") from None
+
+
+def _cifar_error(path: Path, problem: str) -> DataError:
+    return DataError(
+        f"{path}: not a CIFAR-10 python batch ({problem}): replace it with the file from "
+        f"cifar-10-python.tar.gz (or delete {path.parent} and let data.download fetch it)"
+    )
+
+
+def _unpickle(path: Path) -> dict[str, Any]:
+    """A CIFAR-10 python batch as a dict with str keys, read by the restricted
+    unpickler (the official files are Python 2 pickles: bytes keys and strings)."""
     try:
         with open(path, "rb") as handle:
-            return pickle.load(handle, encoding="bytes")
-    except (OSError, EOFError, pickle.UnpicklingError, ValueError) as exc:
-        raise DataError(f"{path}: not a readable CIFAR batch ({exc})") from None
+            content = _CifarUnpickler(handle, encoding="bytes").load()
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc})") from None
+    except Exception as exc:  # the restricted unpickler only fails on malformed content
+        raise _cifar_error(path, short_reason(exc)) from None
+    if not isinstance(content, dict):
+        raise _cifar_error(path, f"holds a {type(content).__name__}, not a dict")
+    return {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in content.items()}
+
+
+def _cifar_names(path: Path) -> tuple[str, ...]:
+    names = _unpickle(path).get("label_names")
+    if not isinstance(names, list | tuple) or len(names) < 2:
+        raise _cifar_error(path, "no list of label_names")
+    if not all(isinstance(n, bytes | str) for n in names):
+        raise _cifar_error(path, "label_names are not strings")
+    return tuple(n.decode("utf-8", "replace") if isinstance(n, bytes) else n for n in names)
+
+
+def _cifar_batch(path: Path, classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Images N×3×32×32 and labels of one batch, after checking what the file holds."""
+    batch = _unpickle(path)
+    data, labels = batch.get("data"), batch.get("labels")
+    if data is None or labels is None:
+        raise _cifar_error(path, "no 'data' and 'labels' entries")
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8:
+        kind = data.dtype if isinstance(data, np.ndarray) else type(data).__name__
+        raise _cifar_error(path, f"'data' is {kind}, not a uint8 array")
+    if data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
+        raise _cifar_error(path, f"'data' is {data.shape}, not N×3072")
+    if not isinstance(labels, list | tuple | np.ndarray):
+        raise _cifar_error(path, f"'labels' is a {type(labels).__name__}, not a list")
+    try:
+        labels = np.asarray(labels)
+    except ValueError as exc:
+        raise _cifar_error(path, f"'labels' are not integers ({exc})") from None
+    if (
+        labels.ndim != 1
+        or len(labels) != len(data)
+        or (labels.size and labels.dtype.kind not in "iu")
+    ):
+        raise _cifar_error(path, f"{len(data)} images but labels of {labels.dtype} {labels.shape}")
+    if labels.size and (labels.min() < 0 or labels.max() >= classes):
+        raise _cifar_error(path, f"labels {labels.min()}..{labels.max()} outside 0..{classes - 1}")
+    return data.reshape(-1, 3, 32, 32), labels.astype(np.int64)
 
 
 def load_cifar_batches(folder: Path) -> ImageSet:
-    """Pool the five training batches and the test batch of CIFAR-10 (python format)."""
+    """Pool the five training batches and the test batch of CIFAR-10 (python format).
+
+    The batches are pickles; they are read by a restricted unpickler that rebuilds numpy
+    arrays, lists and bytes and refuses anything else, so a planted file cannot run code."""
     missing = [name for name in CIFAR_FILES if not (folder / name).is_file()]
     if missing:
         raise DataError(f"{folder}: missing {', '.join(missing)}")
-    meta = _unpickle(folder / "batches.meta")
-    names = meta.get(b"label_names") or meta.get("label_names")
-    if not names:
-        raise DataError(f"{folder / 'batches.meta'}: no label_names")
-    class_names = tuple(n.decode() if isinstance(n, bytes) else str(n) for n in names)
-    images, labels = [], []
-    for name in CIFAR_FILES[:-1]:
-        batch = _unpickle(folder / name)
-        data, batch_labels = batch.get(b"data"), batch.get(b"labels")
-        if data is None or batch_labels is None:
-            raise DataError(f"{folder / name}: no 'data'/'labels' entries")
-        data = np.asarray(data, dtype=np.uint8)
-        if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(data) != len(batch_labels):
-            raise DataError(
-                f"{folder / name}: expected N×3072 bytes and N labels, got {data.shape}"
-            )
-        images.append(data.reshape(-1, 3, 32, 32))
-        labels.append(np.asarray(batch_labels, dtype=np.int64))
-    return ImageSet(np.concatenate(images), np.concatenate(labels), class_names)
+    class_names = _cifar_names(folder / "batches.meta")
+    parts = [_cifar_batch(folder / name, len(class_names)) for name in CIFAR_FILES[:-1]]
+    return ImageSet(
+        np.concatenate([x for x, _ in parts]), np.concatenate([y for _, y in parts]), class_names
+    )
 
 
-def load_image_folder(folder: Path, image_size: int, channels: int) -> ImageSet:
-    """One sub-folder per class; every image converted to `channels` and resized."""
-    from PIL import Image, UnidentifiedImageError
+# --------------------------------------------------------------------------- images
+
+# Pillow's own default limit (a 3-channel image of 256 MiB); data.max_image_pixels sets it
+DEFAULT_MAX_IMAGE_PIXELS = 89_478_485
+IMAGE_READ_ERRORS = (OSError, ValueError, EOFError, SyntaxError, IndexError, struct.error)
+
+
+def _scaled(values: np.ndarray) -> np.ndarray:
+    """uint8 from the pixels of an I;16*, I or F image, by the value range they use:
+    unsigned 16-bit by 0..65535 (v/257 rounded: the inverse of 8 → 16 bit, v×257);
+    integers: 0..255 as they are, else 0..65535 as 16-bit, else the image's min..max;
+    floats: 0..1 times 255, else 0..255 as they are, else the image's min..max."""
+    floats = values.dtype.kind == "f"
+    sixteen_bit = values.dtype.kind == "u" and values.dtype.itemsize == 2
+    values = np.nan_to_num(values.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+    if sixteen_bit or (not floats and low >= 0 and 255 < high <= 65535):
+        values = values / 257
+    elif floats and low >= 0 and high <= 1:
+        values = values * 255
+    elif low < 0 or high > 255:
+        values = (values - low) * (255 / (high - low)) if high > low else values * 0
+    return np.clip(np.rint(values), 0, 255).astype(np.uint8)
+
+
+def _eight_bit(img: Any) -> Any:
+    """The image as 8-bit "L" or "RGB", whatever Pillow mode it was read in: see the
+    README (Datasets) for the rules. Alpha is multiplied in (composited onto black), so a
+    transparent pixel is black whatever colour it stores."""
+    from PIL import Image
+
+    mode = img.mode
+    if mode in ("L", "RGB"):
+        return img
+    if mode == "1":
+        return img.convert("L")
+    if mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    elif mode == "PA":
+        img = img.convert("RGBA")
+    if img.mode in ("LA", "RGBA", "La", "RGBa"):
+        array = np.asarray(img).astype(np.uint16)
+        colour, alpha = array[..., :-1], array[..., -1:]
+        if img.mode in ("LA", "RGBA"):  # La, RGBa store colour × alpha already
+            colour = (colour * alpha + 127) // 255
+        composited = colour.astype(np.uint8)
+        return Image.fromarray(composited[..., 0] if img.mode[0] == "L" else composited)
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        return Image.fromarray(_scaled(np.asarray(img)))
+    return img.convert("RGB")  # CMYK, YCbCr, RGBX, LAB, HSV: Pillow's own conversion
+
+
+def read_image(file: Path, image_size: int, channels: int) -> np.ndarray:
+    """One image as uint8 C×H×W: 8-bit by the mode rules, `channels` (ITU-R 601-2 luma for
+    grey), resized bilinearly to image_size². Call it inside `image_pixel_limit`."""
+    from PIL import Image
+
+    with Image.open(file) as img:
+        eight = _eight_bit(img)
+        eight = eight.convert("L" if channels == 1 else "RGB")
+        array = np.asarray(eight.resize((image_size, image_size), Image.BILINEAR))
+    return array[None] if channels == 1 else array.transpose(2, 0, 1)
+
+
+def _declared_pixels(file: Path) -> int | None:
+    """Width × height from the image's header, Pillow's limit lifted (nothing decoded)."""
+    from PIL import Image
+
+    previous, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+    try:
+        with Image.open(file) as img:
+            return img.width * img.height
+    except (*IMAGE_READ_ERRORS, Image.DecompressionBombError):
+        return None
+    finally:
+        Image.MAX_IMAGE_PIXELS = previous
+
+
+@contextmanager
+def image_pixel_limit(max_pixels: int) -> Iterator[None]:
+    """Pillow refuses images over `max_pixels` (its warning made an error too) while the
+    block runs: a decompression bomb stops the read before any pixel is decoded."""
+    from PIL import Image
+
+    previous = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = max_pixels
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = previous
+
+
+def load_image_folder(
+    folder: Path,
+    image_size: int,
+    channels: int,
+    max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+) -> ImageSet:
+    """One sub-folder per class; every image made 8-bit, converted to `channels` and
+    resized. An image of more than `max_pixels` pixels is refused (a decompression bomb
+    would take all memory)."""
+    from PIL import Image
 
     if not folder.is_dir():
         raise DataError(f"data.image_folder: {folder} is not a directory")
     classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
     if len(classes) < 2:
         raise DataError(f"{folder}: needs at least two class sub-folders, found {classes}")
-    mode = "L" if channels == 1 else "RGB"
     images, labels = [], []
-    for label, name in enumerate(classes):
-        files = sorted(
-            p for p in (folder / name).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS
-        )
-        if not files:
-            raise DataError(f"{folder / name}: no images ({', '.join(IMAGE_EXTENSIONS)})")
-        for file in files:
-            try:
-                with Image.open(file) as img:
-                    img = img.convert(mode).resize((image_size, image_size), Image.BILINEAR)
-                    array = np.asarray(img, dtype=np.uint8)
-            except (UnidentifiedImageError, OSError, ValueError) as exc:
-                raise DataError(f"{file}: not a readable image ({exc})") from None
-            images.append(array[None] if channels == 1 else array.transpose(2, 0, 1))
-            labels.append(label)
+    with image_pixel_limit(max_pixels):
+        for label, name in enumerate(classes):
+            files = sorted(
+                p for p in (folder / name).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS
+            )
+            if not files:
+                raise DataError(f"{folder / name}: no images ({', '.join(IMAGE_EXTENSIONS)})")
+            for file in files:
+                try:
+                    images.append(read_image(file, image_size, channels))
+                except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+                    pixels = _declared_pixels(file)
+                    size = f"{pixels:,} pixels" if pixels else "too many pixels"
+                    raise DataError(
+                        f"{file}: {size}, over data.max_image_pixels={max_pixels:,} (a "
+                        "decompression bomb or a huge image): shrink it, remove it, or raise "
+                        "data.max_image_pixels in params.yaml"
+                    ) from None
+                except IMAGE_READ_ERRORS as exc:
+                    raise DataError(f"{file}: not a readable image ({short_reason(exc)})") from None
+                labels.append(label)
     return ImageSet(np.stack(images), np.asarray(labels, dtype=np.int64), tuple(classes))
 
 
@@ -320,7 +507,11 @@ LOADERS: dict[str, Callable[[DataParams], ImageSet]] = {
     "fashion_mnist": lambda p: _load_idx_source(p, "FashionMNIST", FASHION_CLASSES, "FashionMNIST"),
     "cifar10": _load_cifar10,
     "imagefolder": lambda p: load_image_folder(
-        Path(p.image_folder or ""), p.image_size, p.channels
+        Path(p.image_folder or ""),
+        p.image_size,
+        p.channels,
+        # data.max_image_pixels is being added to DataParams; Pillow's default until then
+        p.max_image_pixels,
     ),
 }
 

@@ -11,3 +11,15 @@ class ParamsError(PipelineError):
 
 class DataError(PipelineError):
     """A dataset is missing, unreachable or corrupt."""
+
+
+class Stopped(BaseException):
+    """SIGTERM or SIGINT arrived (`stages/runner.py` raises it from its signal handler).
+
+    A BaseException like KeyboardInterrupt, so no `except Exception` in the library
+    swallows it; unlike KeyboardInterrupt, Lightning does not turn it into `exit(1)`."""
+
+    def __init__(self, signum: int, name: str) -> None:
+        super().__init__(name)
+        self.signum = signum
+        self.name = name

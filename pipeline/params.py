@@ -7,6 +7,8 @@ value and what is allowed.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -17,6 +19,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     create_model,
     field_validator,
     model_validator,
@@ -25,7 +28,7 @@ from pydantic import (
 from pipeline.errors import ParamsError
 from pipeline.explain.registry import attribution_methods, inside_parts
 from pipeline.models.specs import ARCHS as ARCH_SPECS
-from pipeline.models.specs import arch_layer_names, spatial_layer_names
+from pipeline.models.specs import ConvBlock, arch_layer_names, spatial_layer_names
 
 DATASETS = ("mnist_embedded", "mnist", "fashion_mnist", "cifar10", "imagefolder")
 ARCHS = tuple(ARCH_SPECS)
@@ -51,15 +54,77 @@ PRECISIONS = (
     "transformer-engine",
 )
 
+# Seeds. numpy (np.random.seed, RandomState: scikit-learn's random_state) and
+# Lightning's seed_everything take 0 .. 2**32 - 1; torch and numpy's Generator take more.
+SEED_LIMIT = 2**32 - 1
+# the split seeds its second cut with seed + 1 (pipeline.data.split_dataset)
+SEED_MAX = SEED_LIMIT - 1
+# pipeline.training.EpochSeed reseeds epoch e (from 0) with seed + EPOCH_SEED_STRIDE * e
+EPOCH_SEED_STRIDE = 7919
+# a layer name: letters, digits and _ in dot-separated parts; it becomes part of DVC
+# stage names (cladec@conv-0.5), command lines and output paths
+LAYER_NAME = re.compile(r"[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*")
+LAYER_NAME_RULE = (
+    "a layer name is letters, digits and _ in dot-separated parts (conv, dense, "
+    "features.block1.0): it names DVC stages and output paths"
+)
+
 PositiveInt = Annotated[int, Field(gt=0)]
 PositiveFloat = Annotated[float, Field(gt=0)]
 Fraction = Annotated[float, Field(ge=0, le=1)]
 
 
-class _Strict(BaseModel):
-    """Unknown keys are errors: a misspelt key must not be silently ignored."""
+class KeyValueError(ValueError):
+    """A problem found across fields that belongs to one key (relative to the model
+    that raises it): reported as `<key> = <value>: <message>` like a field's own."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    def __init__(self, key: str, value: Any, message: str) -> None:
+        super().__init__(message)
+        self.key, self.value = key, value
+
+
+def _nested_lists(model: BaseModel, prefix: str = "") -> Iterator[tuple[str, list]]:
+    """(dotted key, value) of every list field of `model` and of the explanation params
+    inside it; a nested `_Strict` group checks its own."""
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        if isinstance(value, list):
+            yield f"{prefix}{name}", value
+        elif isinstance(value, BaseModel) and not isinstance(value, _Strict):
+            yield from _nested_lists(value, f"{prefix}{name}.")
+
+
+class _Strict(BaseModel):
+    """Unknown keys are errors: a misspelt key must not be silently ignored. Strict
+    types: `true` is not the number 1, nor `3.0` the count 3 (an int is still a
+    float). inf and nan are refused: they pass every bound and break training or the
+    figures later. The explanation classes' params (`MethodParams`) share these
+    settings; the group holding them checks their lists."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _lists_unique(self) -> _Strict:
+        """A repeated entry is computed twice (alphas 0 and 0.0 even as two DVC stages):
+        refuse it."""
+        for key, value in _nested_lists(self):
+            seen: list[Any] = []
+            for item in value:
+                if item in seen:
+                    raise KeyValueError(
+                        key, value, f"entries must be unique, {item!r} is listed twice"
+                    )
+                seen.append(item)
+        return self
+
+
+def _safe_layer_name(value: str) -> str:
+    if not LAYER_NAME.fullmatch(value):
+        raise ValueError(LAYER_NAME_RULE)
+    return value
+
+
+LayerName = Annotated[str, AfterValidator(_safe_layer_name)]
 
 
 class SplitParams(_Strict):
@@ -86,7 +151,19 @@ class DataParams(_Strict):
     image_size: Annotated[int, Field(ge=8, le=512)] = 32
     channels: Literal[1, 3] = 3
     max_samples: Annotated[int, Field(ge=10)] | None = None
+    # imagefolder: larger images are refused before they are decoded (a decompression
+    # bomb of 20000 x 20000 is 400 M pixels). Pillow's own default, 89.5 M (a 256 MiB RGB
+    # image), lets through a 50 MP phone photo and a 61 MP full-frame camera's
+    max_image_pixels: PositiveInt = 89_478_485
     split: SplitParams = SplitParams()
+
+    @field_validator("channels", mode="before")
+    @classmethod
+    def _not_bool(cls, value: Any) -> Any:
+        # a Literal of ints takes `true` as 1 even in strict mode
+        if isinstance(value, bool):
+            raise ValueError("Input should be 1 or 3")
+        return value
 
     @model_validator(mode="after")
     def _folder_for_imagefolder(self) -> DataParams:
@@ -115,11 +192,11 @@ class VAEParams(_Strict):
     lr: PositiveFloat = 2e-3
 
 
-LayerList = Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)]
+LayerList = Annotated[list[LayerName], Field(min_length=1)]
 
 
 class VariationalParams(_Strict):
-    layers: list[Annotated[str, Field(min_length=1)]] = ["dense"]  # empty: off
+    layers: list[LayerName] = ["dense"]  # empty: off
     latent_dim: PositiveInt = 2
     beta: Annotated[float, Field(ge=0)] = 1.0
     alpha: Fraction = 0.5
@@ -132,13 +209,6 @@ class ClaDecParams(_Strict):
     batch_size: PositiveInt = 64
     lr: PositiveFloat = 2e-3
     variational: VariationalParams = VariationalParams()
-
-    @field_validator("layers", "alphas")
-    @classmethod
-    def _unique(cls, value: list) -> list:
-        if len(set(value)) != len(value):
-            raise ValueError(f"entries must be unique, got {value}")
-        return value
 
 
 class SelectParams(_Strict):
@@ -156,12 +226,6 @@ def _explanation_group(model_name: str, classes: dict[str, Any], **extra: Any) -
     return create_model(model_name, __base__=_Strict, **extra, **fields)
 
 
-def _unique(value: list) -> list:
-    if len(set(value)) != len(value):
-        raise ValueError(f"entries must be unique, got {value}")
-    return value
-
-
 ATTRIBUTION_CLASSES = attribution_methods()
 ATTRIBUTION_METHODS = tuple(ATTRIBUTION_CLASSES)
 MethodName = Literal[ATTRIBUTION_METHODS]  # type: ignore[valid-type]
@@ -169,7 +233,7 @@ ExplainParams = _explanation_group(
     "ExplainParams",
     ATTRIBUTION_CLASSES,
     methods=(
-        Annotated[list[MethodName], Field(min_length=1), AfterValidator(_unique)],
+        Annotated[list[MethodName], Field(min_length=1)],
         Field(default_factory=lambda: list(ATTRIBUTION_METHODS)),
     ),
 )
@@ -185,6 +249,27 @@ class EvaluateParams(_Strict):
     random_seeds: PositiveInt = 3
     sanity_instances: PositiveInt = 6
     sanity_threshold: Annotated[float, Field(gt=-1, lt=1)] = 0.5
+
+
+def precision_problem(accelerator: str, precision: str) -> str | None:
+    """Why `precision` would not run as written on `accelerator` (a resolved one, not
+    auto), or None. Lightning (2.6) itself turns 16-mixed on the CPU into bf16-mixed
+    with a warning; the run should say what runs."""
+    if accelerator == "cpu" and precision == "16-mixed":
+        return (
+            "on the CPU Lightning runs 16-mixed as bf16-mixed (fp16 autocast is for GPUs); "
+            "write bf16-mixed to get what runs, or 32-true"
+        )
+    if accelerator == "cpu" and precision == "16-true":
+        return (
+            "pure fp16 on the CPU trains slower than 32-true and loses Adam's eps (1e-8 is "
+            "below fp16's range); use bf16-mixed or 32-true"
+        )
+    if precision == "transformer-engine" and accelerator not in ("cuda", "gpu"):
+        return "transformer-engine needs a CUDA GPU; use 32-true or bf16-mixed"
+    if accelerator == "mps" and precision == "64-true":
+        return "MPS has no float64; use 32-true"
+    return None
 
 
 class TrainerParams(_Strict):
@@ -210,14 +295,48 @@ class TrainerParams(_Strict):
             )
         return value
 
+    @field_validator("precision")
+    @classmethod
+    def _runs_as_written(cls, value: str, info: ValidationInfo) -> str:
+        problem = precision_problem(info.data.get("accelerator", "auto"), value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
 
 class TrackingParams(_Strict):
     experiment: Annotated[str, Field(min_length=1)] = "xai-pipeline"
     log_checkpoints: bool = False
 
 
+def _seed_in_range(value: int) -> int:
+    if value > SEED_MAX:
+        raise ValueError(
+            f"must be at most {SEED_MAX}: numpy and Lightning take seeds below 2**32 and "
+            "the split also seeds with seed + 1"
+        )
+    return value
+
+
+def _nonnegative_layer_names(arch: str) -> list[str]:
+    """The spatial layers whose activations are never negative: `conv`, the feature
+    blocks (each ends in a ReLU or a max-pool after one), dropout between them, and
+    inside a block its ReLUs and max-pools (not its convolutions or batch norms, nor
+    `normalize`)."""
+    names = ["conv", "features"]
+    for name, part in ARCH_SPECS[arch].features:
+        names.append(f"features.{name}")
+        if isinstance(part, ConvBlock):
+            names += [
+                f"features.{name}.{i}"
+                for i, kind in enumerate(part.parts())
+                if kind in ("relu", "pool")
+            ]
+    return names
+
+
 class Params(_Strict):
-    seed: Annotated[int, Field(ge=0, lt=2**32)] = 42
+    seed: Annotated[int, Field(ge=0), AfterValidator(_seed_in_range)] = 42
     data: DataParams = DataParams()
     classifier: ClassifierParams = ClassifierParams()
     vae: VAEParams = VAEParams()
@@ -230,59 +349,141 @@ class Params(_Strict):
     tracking: TrackingParams = TrackingParams()
 
     @model_validator(mode="after")
+    def _seed_fits_every_epoch(self) -> Params:
+        """Training reseeds every epoch with seed + 7919 * epoch: the last epoch of the
+        longest training must still get a seed numpy and Lightning take."""
+        key, epochs = max(
+            (
+                ("classifier.epochs", self.classifier.epochs),
+                ("vae.epochs", self.vae.epochs),
+                ("cladec.epochs", self.cladec.epochs),
+            ),
+            key=lambda item: item[1],
+        )
+        limit = SEED_LIMIT - EPOCH_SEED_STRIDE * (epochs - 1)
+        if limit < 0:
+            raise KeyValueError(
+                key,
+                epochs,
+                f"epoch e is seeded with seed + {EPOCH_SEED_STRIDE} * e, which passes "
+                f"2**32 - 1 for every seed; use at most {SEED_LIMIT // EPOCH_SEED_STRIDE + 1}",
+            )
+        if self.seed > limit:
+            raise KeyValueError(
+                "seed",
+                self.seed,
+                f"must be at most {limit} with {key} = {epochs}: epoch e is seeded with "
+                f"seed + {EPOCH_SEED_STRIDE} * e, and numpy and Lightning take seeds below 2**32",
+            )
+        return self
+
+    @model_validator(mode="after")
     def _layers_exist(self) -> Params:
-        known = arch_layer_names(self.classifier.arch)
-        spatial = spatial_layer_names(self.classifier.arch)
-        checks: list[tuple[str, list[str], tuple[str, ...], bool]] = [
-            ("cladec.layers", self.cladec.layers, (), False),
-            ("cladec.variational.layers", self.cladec.variational.layers, (), False),
+        """Every layer an explanation reads: a safe name, a layer of the arch, with
+        spatial maps or non-negative activations where the explanation needs them."""
+        arch = self.classifier.arch
+        known = arch_layer_names(arch)
+        spatial = spatial_layer_names(arch)
+        nonnegative = _nonnegative_layer_names(arch)
+        # (key, a layer or a list, extra names accepted, needs spatial maps, non-negative)
+        checks: list[tuple[str, str | list[str], tuple[str, ...], bool, bool]] = [
+            ("cladec.layers", self.cladec.layers, (), False, False),
+            ("cladec.variational.layers", self.cladec.variational.layers, (), False, False),
         ]
         for group, classes in (("explain", ATTRIBUTION_CLASSES), ("inside", INSIDE_CLASSES)):
             for name, cls in classes.items():
                 p = getattr(getattr(self, group), name)
                 for key in ("layer", "layers"):
                     if hasattr(p, key):
-                        value = getattr(p, key)
-                        layers = [value] if isinstance(value, str) else list(value)
                         checks.append(
                             (
                                 f"{group}.{name}.{key}",
-                                layers,
+                                getattr(p, key),
                                 cls.extra_layer_names,
                                 cls.needs_spatial_layer,
+                                cls.needs_nonnegative_layer,
                             )
                         )
-        for key, layers, extra, needs_spatial in checks:
-            for layer in layers:
+        for name, value, extra, needs_spatial, needs_nonnegative in checks:
+            named = [(name, value)] if isinstance(value, str) else list(enumerate(value))
+            for index, layer in named:
+                key = name if isinstance(value, str) else f"{name}.{index}"
+                if not LAYER_NAME.fullmatch(layer):
+                    raise KeyValueError(key, layer, LAYER_NAME_RULE)
                 if layer in extra:
                     continue
                 if layer not in known:
-                    raise ValueError(
-                        f"{key}: unknown layer {layer!r} for arch {self.classifier.arch!r}; "
-                        f"use conv, dense or a module path such as "
-                        f"{', '.join(n for n in known[2:] if n.count('.') == 0)}"
+                    raise KeyValueError(
+                        key,
+                        layer,
+                        f"unknown layer {layer!r} for arch {arch!r}; use conv, dense or a "
+                        "module path "
+                        f"such as {', '.join(n for n in known[2:] if n.count('.') == 0)}",
                     )
                 if needs_spatial and layer not in spatial:
-                    raise ValueError(
-                        f"{key}: layer {layer!r} has no spatial maps; use conv or one of "
-                        f"{', '.join(n for n in spatial if n != 'conv')}"
-                    )
+                    reason = "this layer has no spatial maps"
+                elif needs_nonnegative and layer not in nonnegative:
+                    reason = "this layer's activations can be negative (it is not after a ReLU)"
+                else:
+                    continue
+                usable = [
+                    n
+                    for n in known
+                    if (n in spatial or not needs_spatial)
+                    and (n in nonnegative or not needs_nonnegative)
+                ]
+                raise KeyValueError(key, layer, f"{reason}; use one of {', '.join(usable)}")
         return self
+
+
+def _show(value: Any) -> str:
+    return repr(value) if not isinstance(value, dict) else "{...}"
+
+
+def _message(error: dict[str, Any]) -> str:
+    """pydantic's message, said for params.yaml where it would mislead."""
+    value, kind = error.get("input"), error["type"]
+    if isinstance(value, bool) and kind in ("int_type", "float_type"):
+        return f"a number is expected, not true/false ({error['msg']})"
+    if kind == "finite_number":
+        return "must be a finite number, not inf or nan"
+    if isinstance(value, str) and kind in ("int_type", "float_type"):
+        try:
+            float(value)
+        except ValueError:
+            pass
+        else:
+            return f"{error['msg']}: write it without quotes"
+    return error["msg"].removeprefix("Value error, ")
 
 
 def _describe(error: dict[str, Any], file: str) -> str:
     """One line: file, dotted key, the offending value and what is allowed."""
-    key = ".".join(str(part) for part in error["loc"])
-    message = error["msg"].removeprefix("Value error, ")
+    loc = [str(part) for part in error["loc"]]
+    cause = (error.get("ctx") or {}).get("error")
+    if isinstance(cause, KeyValueError):
+        return f"{file}: {'.'.join([*loc, cause.key])} = {_show(cause.value)}: {cause}"
+    key = ".".join(loc)
+    message = _message(error)
     if error["type"] == "extra_forbidden":
         return f"{file}: unknown key '{key}' (check the spelling; see README for the keys)"
     if error["type"] == "missing":
         return f"{file}: '{key}' is required"
     if not key:
         return f"{file}: {message}"
-    value = error.get("input")
-    shown = repr(value) if not isinstance(value, dict) else "{...}"
-    return f"{file}: {key or '<top level>'} = {shown}: {message}"
+    return f"{file}: {key} = {_show(error.get('input'))}: {message}"
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML as DVC reads params.yaml (YAML 1.2 numbers): `1e-3` is a number, where
+    PyYAML's YAML 1.1 makes it a string that a strict number field would refuse."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
 
 
 def parse_params(raw: Any, file: str = "params.yaml") -> Params:
@@ -305,7 +506,89 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     if not path.is_file():
         raise ParamsError(f"{path}: not found; run the stage from the repository root")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.load(path.read_text(), Loader=_Loader)  # a SafeLoader: no object tags
     except yaml.YAMLError as exc:
         raise ParamsError(f"{path}: not valid YAML: {exc}".replace("\n", " ")) from None
     return parse_params(raw, file=str(path))
+
+
+def _auto_accelerator() -> str:
+    """What Lightning's accelerator='auto' picks on this machine (TPU, MPS, CUDA, CPU)."""
+    import importlib.util
+
+    import torch
+
+    if importlib.util.find_spec("torch_xla") is not None:
+        return "tpu"
+    if torch.backends.mps.is_available():
+        return "mps"
+    if torch.cuda.is_available():
+        return "cuda"
+    return "cpu"
+
+
+def check_runtime(params: Params, file: str = "params.yaml") -> None:
+    """What only this machine can tell: does the `trainer` group's hardware exist, and
+    does its precision run as written? Called by the training stages before they open
+    a run; it imports torch, so params validation itself stays torch-free. Raises
+    ParamsError, one line per problem, instead of Lightning's MisconfigurationException
+    half-way into the stage."""
+    import importlib.util
+
+    import torch
+
+    t = params.trainer
+    problems: list[str] = []
+
+    def refuse(key: str, value: Any, message: str) -> None:
+        problems.append(f"{file}: trainer.{key} = {_show(value)}: {message}")
+
+    cuda, mps = torch.cuda.is_available(), torch.backends.mps.is_available()
+    no_cuda = "torch.cuda.is_available() is False"
+    resolved = t.accelerator
+    if t.accelerator == "cuda" and not cuda:
+        refuse("accelerator", t.accelerator, f"no CUDA device: {no_cuda}; use cpu (or auto)")
+    elif t.accelerator == "gpu" and not (cuda or mps):
+        refuse(
+            "accelerator",
+            t.accelerator,
+            f"no GPU: {no_cuda} and torch.backends.mps.is_available() is False; use cpu (or auto)",
+        )
+    elif t.accelerator == "mps" and not mps:
+        refuse(
+            "accelerator",
+            t.accelerator,
+            "no Apple GPU: torch.backends.mps.is_available() is False; use cpu (or auto)",
+        )
+    elif t.accelerator == "tpu" and importlib.util.find_spec("torch_xla") is None:
+        refuse("accelerator", t.accelerator, "no TPU runtime: torch_xla is not installed")
+    elif t.accelerator == "auto":
+        resolved = _auto_accelerator()
+    elif t.accelerator == "gpu":
+        resolved = "mps" if mps else "cuda"  # Lightning's order for 'gpu'
+    if problems:
+        raise ParamsError("\n".join(problems))
+
+    if resolved == "cuda":
+        count = torch.cuda.device_count()
+        ids = t.devices if isinstance(t.devices, list) else []
+        if isinstance(t.devices, int) and t.devices > count:
+            refuse("devices", t.devices, f"{count} CUDA device(s) found; use at most {count}")
+        elif ids and max(ids) >= count:
+            refuse("devices", ids, f"{count} CUDA device(s) found: ids must be below {count}")
+        if t.precision.startswith("bf16") and not torch.cuda.is_bf16_supported():
+            refuse("precision", t.precision, "this GPU has no bfloat16; use 16-mixed or 32-true")
+    problem = precision_problem(resolved, t.precision)
+    if problem and resolved != t.accelerator:
+        refuse(
+            "precision",
+            t.precision,
+            f"accelerator {t.accelerator} runs on {resolved} here: {problem}",
+        )
+    if (
+        t.precision == "transformer-engine"
+        and importlib.util.find_spec("transformer_engine") is None
+    ):
+        refuse("precision", t.precision, "the transformer_engine package is not installed")
+    if problems:
+        raise ParamsError("\n".join(problems))

@@ -4,7 +4,8 @@ explanation stages, without Lightning: plain modules with weights loaded
 
 from __future__ import annotations
 
-import pickle
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,18 +15,37 @@ from torch import Tensor, nn
 
 from pipeline.checkpoint_files import epoch_checkpoints as epoch_checkpoints  # re-exported
 from pipeline.errors import PipelineError
+from pipeline.io import STORED_READ_ERRORS, corrupt_file_error
 from pipeline.models.archs import ImageClassifier, ImageShape, LayerEncoder, build_classifier
 from pipeline.models.generative_nets import CodeShape, ConvEncoder, GaussianHead, ImageDecoder
 
+# torch's zip reader reports a cut-short file as RuntimeError; the weights-only
+# unpickler refuses pickled code with UnpicklingError
+TORCH_READ_ERRORS = (*STORED_READ_ERRORS, RuntimeError)
+
 
 def _payload(path: str | Path, stage: str) -> dict[str, Any]:
+    """A saved model's dict, loaded with `weights_only=True` (a file whose pickle would
+    run code is refused); a missing or corrupt file is a one-line PipelineError."""
     path = Path(path)
     if not path.is_file():
         raise PipelineError(f"{path} not found: run the {stage} stage (`dvc repro {stage}`)")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as exc:
-        raise PipelineError(f"{path} is corrupt ({exc}); rerun `dvc repro -f {stage}`") from None
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except TORCH_READ_ERRORS as exc:
+        raise corrupt_file_error(path, exc, stage) from None
+    if not isinstance(payload, dict) or not isinstance(payload.get("state_dict"), dict):
+        raise corrupt_file_error(path, "no dict of weights under 'state_dict'", stage)
+    return payload
+
+
+@contextmanager
+def _reading(path: str | Path, stage: str) -> Iterator[None]:
+    """Turn a missing or malformed entry of a loaded payload into the corrupt-file error."""
+    try:
+        yield
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise corrupt_file_error(path, exc, stage) from None
 
 
 def _part(state: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
@@ -63,7 +83,8 @@ class VAE:
 
 def load_vae(path: str | Path, image_shape: ImageShape, stage: str = "vae") -> VAE:
     payload = _payload(path, stage)
-    latent = int(payload["config"]["latent_dim"])
+    with _reading(path, stage):
+        latent = int(payload["config"]["latent_dim"])
     state = payload["state_dict"]
     encoder = ConvEncoder(image_shape)
     head = GaussianHead(encoder.out_features, latent)
@@ -96,11 +117,12 @@ class ClassifierSpec:
 
 def classifier_spec(path: str | Path) -> ClassifierSpec:
     payload = _payload(path, "classifier")
-    return ClassifierSpec(
-        payload["arch"],
-        tuple(payload["input_shape"]),
-        int(payload["num_classes"]),  # type: ignore[arg-type]
-    )
+    with _reading(path, "classifier"):
+        return ClassifierSpec(
+            str(payload["arch"]),
+            tuple(int(d) for d in payload["input_shape"]),  # type: ignore[arg-type]
+            int(payload["num_classes"]),
+        )
 
 
 def load_refae(

@@ -10,7 +10,17 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.errors import PipelineError
-from pipeline.io import write_npz
+from pipeline.io import corrupt_file_error, read_npz, write_npz
+
+SELECTION_KEYS = (
+    "indices",
+    "labels",
+    "predicted",
+    "probabilities",
+    "misclassified",
+    "pairs",
+    "class_names",
+)
 
 
 @dataclass
@@ -59,22 +69,18 @@ class Selection:
 
     @classmethod
     def load(cls, path: str | Path) -> Selection:
+        """The stored selection; a missing or corrupt file is a one-line PipelineError."""
         path = Path(path)
         if not path.is_file():
             raise PipelineError(f"{path} not found: run the select stage (`dvc repro select`)")
+        z = read_npz(path, stage="select", required=SELECTION_KEYS)
         try:
-            with np.load(path) as z:
-                return cls(
-                    indices=z["indices"],
-                    labels=z["labels"],
-                    predicted=z["predicted"],
-                    probabilities=z["probabilities"],
-                    misclassified=z["misclassified"],
-                    pairs=z["pairs"],
-                    class_names=tuple(str(c) for c in z["class_names"]),
-                )
-        except (OSError, KeyError, ValueError) as exc:
-            raise PipelineError(f"{path} is corrupt ({exc}); rerun `dvc repro -f select`") from None
+            return cls(
+                **{key: z[key] for key in SELECTION_KEYS if key != "class_names"},
+                class_names=tuple(str(c) for c in z["class_names"]),
+            )
+        except (TypeError, ValueError) as exc:
+            raise corrupt_file_error(path, exc, "select") from None
 
 
 def confused_pairs(

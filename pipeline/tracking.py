@@ -4,19 +4,30 @@ Store: `sqlite:///<workspace>/mlflow.db` for metadata and `<workspace>/mlruns/` 
 artifacts, unless MLFLOW_TRACKING_URI names another store. Experiments queued with
 `dvc exp run --queue` run in a temporary copy under `.dvc/tmp/exps/`; they still log
 into the workspace's store, so every run is compared in one UI.
+
+Every stage checks the store first (`check_tracking`, called by `stages/runner.py`), so
+an unreachable server or a read-only store stops it within seconds and before any work.
+A resumed training continues the MLflow run it was killed in (`StageRun.continue_training`).
 """
 
 from __future__ import annotations
 
+import errno
+import functools
 import logging
 import os
+import sqlite3
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
-from dataclasses import dataclass
+from contextlib import closing, contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlparse
+
+from pipeline.errors import PipelineError, Stopped
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +94,175 @@ def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+# ------------------------------------------------------------------ store checks
+
+# MLflow's HTTP client retries 7 times with backoff (about 4.5 minutes against a closed
+# port); the start-up probe asks once more at most, with a short timeout.
+PROBE_ENV = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "5",
+}
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+_NO_ANSWER = {  # what requests says -> what the user reads
+    "refused": "connection refused",
+    "timed out": f"timed out after {PROBE_ENV['MLFLOW_HTTP_REQUEST_TIMEOUT']} s",
+    "resolve": "host name not found",
+    "Max retries": "no connection",
+}
+
+
+def _sqlite_path(uri: str) -> Path | None:
+    """The database file of a `sqlite:///` URI (None for an in-memory one)."""
+    rest = uri[len("sqlite://") :].split("?")[0]
+    if not rest.startswith("/") or rest == "/":
+        return None
+    return Path(unquote(rest[1:])).absolute()
+
+
+def _probe_folder(folder: Path, what: str) -> None:
+    """Create (and drop) a nameless file in `folder`: the real test of writing there,
+    which also holds for root and for read-only mounts, where os.access does not."""
+    if not folder.is_dir():
+        raise PipelineError(
+            f"{what} {folder} does not exist: create it, "
+            "or set MLFLOW_TRACKING_URI to another store"
+        )
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise _store_write_error(folder, what, exc) from None
+
+
+def _store_write_error(path: Path, what: str, exc: OSError | str) -> PipelineError:
+    if isinstance(exc, OSError) and exc.errno in _FULL:
+        return PipelineError(
+            f"no space left on the device holding {what} {path}: free some space "
+            f"(`df -h {path}`), or set MLFLOW_TRACKING_URI to a store on another disk"
+        )
+    reason = exc.strerror if isinstance(exc, OSError) else exc
+    return PipelineError(
+        f"{what} {path} is not writable ({reason}): make it writable (`chmod -R u+w {path}`), "
+        "or set MLFLOW_TRACKING_URI to a store you can write to"
+    )
+
+
+def _check_sqlite(db: Path) -> None:
+    if not db.exists():
+        _probe_folder(db.parent, "the MLflow store's folder")
+        return
+    try:  # opening for writing is the kernel's own check (permissions, read-only mounts)
+        os.close(os.open(db, os.O_RDWR))
+    except OSError as exc:
+        raise _store_write_error(db, "the MLflow store", exc) from None
+    try:
+        # mode=rw never creates the file; reading the schema version finds a file that is
+        # not a database; BEGIN IMMEDIATE takes the write lock; nothing is written
+        with closing(sqlite3.connect(f"{db.as_uri()}?mode=rw", uri=True, timeout=5)) as con:
+            con.execute("PRAGMA schema_version")
+            con.execute("BEGIN IMMEDIATE")
+            con.rollback()
+    except sqlite3.OperationalError as exc:
+        if "locked" in str(exc) or "busy" in str(exc):
+            return  # another stage is writing: the store works
+        raise _store_write_error(db, "the MLflow store", str(exc)) from None
+    except sqlite3.DatabaseError as exc:
+        raise PipelineError(
+            f"the MLflow store {db} is not a usable database ({exc}): move it away "
+            "(a new one is made), or set MLFLOW_TRACKING_URI to another store"
+        ) from None
+    _probe_folder(db.parent, "the MLflow store's folder")  # sqlite writes its journal there
+
+
+def _check_server(uri: str, root: Path) -> None:
+    import mlflow
+
+    saved = {key: os.environ.get(key) for key in PROBE_ENV}
+    os.environ.update(PROBE_ENV)
+    try:
+        mlflow.MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+    except Exception as exc:
+        text = str(exc)
+        reasons = [(sign, why) for sign, why in _NO_ANSWER.items() if sign in text]
+        state = "does not answer" if reasons else "answers with an error"
+        reason = reasons[0][1] if reasons else (text.splitlines() or [type(exc).__name__])[0]
+        reason = reason if len(reason) <= 160 else reason[:157] + "..."
+        raise PipelineError(
+            f"the MLflow tracking server MLFLOW_TRACKING_URI={uri} {state} "
+            f"({reason}): start it (`make ui` serves this workspace's store on "
+            "http://127.0.0.1:5000), or unset MLFLOW_TRACKING_URI to log into "
+            f"{root / 'mlflow.db'}"
+        ) from None
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def check_tracking(root: Path | None = None) -> None:
+    """Stop with one line when the tracking store cannot take this stage's run: a
+    server that does not answer (in about 15 s at most, not MLflow's 4.5 minutes of
+    retries), a read-only database or artifact folder, a full disk. Called before any
+    work, by `stages/runner.py`; writes nothing."""
+    if not is_rank_zero():
+        return
+    root = root or workspace_root()
+    uri = tracking_uri(root)
+    scheme = urlparse(uri).scheme
+    if scheme in ("http", "https"):
+        _check_server(uri, root)
+    elif scheme == "sqlite":
+        db = _sqlite_path(uri)
+        if db is not None:
+            _check_sqlite(db)
+        if not os.environ.get("MLFLOW_TRACKING_URI"):
+            mlruns = root / "mlruns"
+            if mlruns.exists():
+                _probe_folder(mlruns, "the MLflow artifact folder")
+    elif scheme in ("", "file"):
+        folder = Path(unquote(urlparse(uri).path))
+        _probe_folder(folder if folder.exists() else folder.parent, "the MLflow store folder")
+
+
+def describe_failure(exc: BaseException) -> str | None:
+    """One line for a failure the user fixes outside the code (a full disk, a read-only
+    file system or store), found anywhere in the exception's chain; None for others."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        text = str(current)
+        if isinstance(current, OSError) and current.errno in _FULL:
+            where = f" writing {current.filename}" if current.filename else ""
+            return f"no space left on device{where}: free some space and run the stage again"
+        if isinstance(current, OSError) and current.errno == errno.EROFS:
+            return (
+                f"cannot write {current.filename or 'a file'}: the file system is mounted "
+                "read-only; remount it read-write or move the workspace"
+            )
+        if "database or disk is full" in text:
+            return (
+                f"the disk holding the MLflow store {tracking_uri()} is full: free some space "
+                "and run the stage again"
+            )
+        if "readonly database" in text:
+            return (
+                f"the MLflow store {tracking_uri()} is read-only: make it writable, "
+                "or set MLFLOW_TRACKING_URI to a store you can write to"
+            )
+        current = current.__cause__ or current.__context__
+    return None
+
+
+# ---------------------------------------------------------------------------- runs
+
+FINGERPRINT_TAG = "training_fingerprint"
+CHECKPOINTS_TAG = "training_checkpoints"
+
+
 @dataclass
 class StageRun:
     """An open MLflow run for one stage execution."""
@@ -91,6 +271,9 @@ class StageRun:
     experiment_name: str
     uri: str
     client: Any  # mlflow.MlflowClient; typed loosely so importing this module stays cheap
+    stage: str = ""
+    experiment_id: str = ""
+    tags: dict[str, str] = field(default_factory=dict)
 
     def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
         """Numeric leaves only (NaN and text are skipped; flags count as 1 / 0), in one batch."""
@@ -109,12 +292,84 @@ class StageRun:
         self.client.log_artifact(self.run_id, str(path), artifact_path)
 
     def lightning_logger(self) -> Any:
-        """Lightning's MLFlowLogger writing into this same run."""
-        from pytorch_lightning.loggers import MLFlowLogger
+        """Lightning's MLFlowLogger writing into this same run (and following it when a
+        resumed training continues an earlier run)."""
+        return _stage_logger_class()(self)
 
-        return MLFlowLogger(
-            experiment_name=self.experiment_name, tracking_uri=self.uri, run_id=self.run_id
+    def continue_training(
+        self, fingerprint: str, checkpoint_dir: str | Path, resumed: bool
+    ) -> None:
+        """Tag this run with the training it holds. A training resumed from checkpoints
+        continues the unfinished run (killed, failed, or left RUNNING by a kill -9) that
+        wrote them, so one run holds the whole curve; this execution's own fresh run is
+        then deleted. The checkpoints folder is a DVC output other stages read, so the
+        link lives in the store (tags), not in a file next to the checkpoints."""
+        from mlflow.entities import RunTag
+
+        where = str(Path(checkpoint_dir).resolve())
+        previous = self._unfinished_run(fingerprint, where) if resumed else None
+        if previous is not None:
+            fresh = self.run_id
+            tags = {**self.tags, "resumed": "true"}
+            self.client.log_batch(previous, tags=[RunTag(k, v) for k, v in tags.items()])
+            self.client.update_run(previous, status="RUNNING")
+            self.client.delete_run(fresh)
+            self.run_id = previous
+            log.info("resumed training: continuing MLflow run %s (dropped %s)", previous, fresh)
+        self.client.log_batch(
+            self.run_id, tags=[RunTag(FINGERPRINT_TAG, fingerprint), RunTag(CHECKPOINTS_TAG, where)]
         )
+
+    def _unfinished_run(self, fingerprint: str, where: str) -> str | None:
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.{FINGERPRINT_TAG} = '{fingerprint}'",
+            order_by=["attributes.start_time DESC"],
+            max_results=50,
+        )
+        for run in runs:
+            if (
+                run.info.run_id != self.run_id
+                and run.info.run_name == self.stage
+                and run.info.status != "FINISHED"
+                and run.data.tags.get(CHECKPOINTS_TAG) == where
+            ):
+                return run.info.run_id
+        return None
+
+
+@functools.cache
+def _stage_logger_class() -> type:
+    """MLFlowLogger subclass, made on first use so that figure stages, which import this
+    module, never import Lightning; `__getattr__` below lets pickle find it."""
+    from pytorch_lightning.loggers import MLFlowLogger
+
+    class StageLogger(MLFlowLogger):
+        """Writes into a StageRun; follows it to an earlier run on resume."""
+
+        def __init__(self, stage_run: StageRun) -> None:
+            super().__init__(
+                experiment_name=stage_run.experiment_name,
+                tracking_uri=stage_run.uri,
+                run_id=stage_run.run_id,
+            )
+            self._stage_run = stage_run
+
+        def continue_training(self, fingerprint: str, checkpoint_dir: Path, resumed: bool) -> None:
+            self._stage_run.continue_training(fingerprint, checkpoint_dir, resumed)
+            if self._run_id != self._stage_run.run_id:
+                self._run_id = self._stage_run.run_id
+                self._initialized = False  # fetch the experiment of the run now followed
+
+    StageLogger.__module__ = __name__
+    StageLogger.__qualname__ = "StageLogger"
+    return StageLogger
+
+
+def __getattr__(name: str) -> Any:
+    if name == "StageLogger":
+        return _stage_logger_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class _NullRun(StageRun):
@@ -132,15 +387,49 @@ class _NullRun(StageRun):
     def lightning_logger(self) -> Any:
         return False
 
+    def continue_training(
+        self, fingerprint: str, checkpoint_dir: str | Path, resumed: bool
+    ) -> None:
+        return None
+
+
+def _relocate(db: Path, old: str, new: str) -> None:
+    """Point the store's artifact locations at this workspace's `mlruns/`: the store was
+    copied or moved with its workspace, and MLflow keeps absolute locations, so the
+    copy's runs would log into (and read from) the original folder."""
+    prefix = len(old) + 1
+    with closing(sqlite3.connect(db, timeout=30)) as con, con:
+        con.execute(
+            "UPDATE experiments SET artifact_location = ? WHERE artifact_location = ?", (new, old)
+        )
+        con.execute(
+            "UPDATE runs SET artifact_uri = ? || substr(artifact_uri, ?) "
+            "WHERE substr(artifact_uri, 1, ?) = ?",
+            (new, prefix, prefix, old + "/"),
+        )
+    log.info("MLflow store moved from %s: artifact locations now in %s", old, new)
+
 
 def _experiment_id(client: Any, name: str, root: Path) -> str:
+    default_store = not os.environ.get("MLFLOW_TRACKING_URI")
+    location = (root / "mlruns").as_uri()
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
+        old = experiment.artifact_location or ""
+        ours = old.startswith("file:") and old.endswith("/mlruns")
+        if default_store and ours and old != location:
+            _relocate(root / "mlflow.db", old, location)
         return experiment.experiment_id
-    location = None
-    if not os.environ.get("MLFLOW_TRACKING_URI"):
-        location = (root / "mlruns").as_uri()
-    return client.create_experiment(name, artifact_location=location)
+    return client.create_experiment(name, artifact_location=location if default_store else None)
+
+
+def _terminate(run: StageRun, status: str) -> None:
+    """Close the run on a failure path without hiding the failure: the store itself may
+    be what failed (a full disk)."""
+    try:
+        run.client.set_terminated(run.run_id, status=status)
+    except Exception as exc:
+        log.warning("could not mark MLflow run %s %s: %s", run.run_id, status, exc)
 
 
 @contextmanager
@@ -148,31 +437,34 @@ def stage_run(
     stage: str, experiment: str, dataset: str, params: Mapping[str, Any]
 ) -> Iterator[StageRun]:
     """Open one MLflow run named after the stage, log its params and tags, and close it
-    as FINISHED, or FAILED if the stage raises."""
+    as FINISHED; FAILED if the stage raises, KILLED if a signal stopped it."""
     if not is_rank_zero():
         yield _NullRun()
         return
     import mlflow
+    from mlflow.entities import Param
 
     root = workspace_root()
     uri = tracking_uri(root)
     client = mlflow.MlflowClient(tracking_uri=uri)
     experiment_id = _experiment_id(client, experiment, root)
-    run = client.create_run(experiment_id, run_name=stage, tags=run_tags(stage, dataset))
-    run_id = run.info.run_id
-    from mlflow.entities import Param
-
-    client.log_batch(
-        run_id,
-        params=[
-            Param(key, "null" if value is None else str(value))
-            for key, value in flatten(params).items()
-        ],
-    )
-    log.info("MLflow run %s (%s) in %s", stage, run_id, uri)
+    tags = run_tags(stage, dataset)
+    created = client.create_run(experiment_id, run_name=stage, tags=tags)
+    run = StageRun(created.info.run_id, experiment, uri, client, stage, experiment_id, tags)
     try:
-        yield StageRun(run_id, experiment, uri, client)
-    except BaseException:
-        client.set_terminated(run_id, status="FAILED")
+        client.log_batch(
+            run.run_id,
+            params=[
+                Param(key, "null" if value is None else str(value))
+                for key, value in flatten(params).items()
+            ],
+        )
+        log.info("MLflow run %s (%s) in %s", stage, run.run_id, uri)
+        yield run
+    except (Stopped, KeyboardInterrupt):
+        _terminate(run, "KILLED")
         raise
-    client.set_terminated(run_id, status="FINISHED")
+    except BaseException:
+        _terminate(run, "FAILED")
+        raise
+    client.set_terminated(run.run_id, status="FINISHED")

@@ -3,7 +3,12 @@ checkpoints, resume after a kill, and reproducible epochs.
 
 Reproducibility across a resume: each epoch's shuffling and dropout depend only on
 (seed, epoch), never on how many epochs ran in this process, so a run killed after
-epoch k and resumed ends with the same weights as one that was never interrupted.
+epoch k and resumed ends with the same weights as one that was never interrupted, and
+writes byte-identical checkpoints (`canonical`), so DVC reruns nothing downstream.
+
+Checkpoints are read with `weights_only=True` only (a checkpoint can come from a DVC
+remote): one that holds anything else stops the training with one line (see
+`prepare_checkpoint_dir`).
 """
 
 from __future__ import annotations
@@ -11,22 +16,26 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
+import shutil
+import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback, Checkpoint
+from pytorch_lightning.plugins.io import TorchCheckpointIO
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from pipeline.checkpoint_files import epoch_checkpoint_name, epoch_checkpoints
+from pipeline.errors import PipelineError
 from pipeline.inference import channels_last
-from pipeline.params import TrainerParams
+from pipeline.io import atomic_path, short_reason, write_text, write_torch
+from pipeline.params import EPOCH_SEED_STRIDE, TrainerParams
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +179,9 @@ class EpochSeed(Callback):
         self.seed = seed
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        pl.seed_everything(self.seed + 7919 * trainer.current_epoch, workers=True, verbose=False)
+        pl.seed_everything(
+            self.seed + EPOCH_SEED_STRIDE * trainer.current_epoch, workers=True, verbose=False
+        )
 
 
 class HistoryRecorder(Callback):
@@ -197,21 +208,64 @@ class HistoryRecorder(Callback):
 class EpochCheckpoint(Checkpoint):
     """`epoch-NNN.ckpt` after every epoch (1-based, kept) and an atomically replaced
     `last.ckpt`. A `Checkpoint` subclass, so Lightning runs it after the other
-    callbacks and their state for this epoch is in the file."""
+    callbacks and their state for this epoch is in the file. The files are written by
+    `CanonicalCheckpointIO`: atomically, temporary files outside this folder."""
 
     def __init__(self, dirpath: str | Path) -> None:
         self.dirpath = Path(dirpath)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         epoch_file = self.dirpath / epoch_checkpoint_name(trainer.current_epoch + 1)
-        tmp = self.dirpath / f".{epoch_file.name}.tmp"
-        trainer.save_checkpoint(tmp, weights_only=False)
+        trainer.save_checkpoint(epoch_file, weights_only=False)
         if trainer.is_global_zero:
-            os.replace(tmp, epoch_file)
-            last_tmp = self.dirpath / f".{LAST}.tmp"
-            last_tmp.write_bytes(epoch_file.read_bytes())
-            os.replace(last_tmp, self.dirpath / LAST)
+            with atomic_path(self.dirpath / LAST) as tmp:
+                shutil.copyfile(epoch_file, tmp)
         trainer.strategy.barrier()
+
+
+def canonical(payload: Any) -> Any:
+    """The checkpoint with every string interned and every tuple rebuilt, in place where
+    possible: pickle stores an object seen twice as a back-reference, so whether two
+    equal strings (a history row's 'epoch' key and the checkpoint's) are one object or
+    two changed the bytes. In a resumed run they came from the loaded file, in an
+    uninterrupted one from the code: 128 bytes apart, and DVC reran every stage that
+    reads the checkpoints folder."""
+    if isinstance(payload, str):
+        return sys.intern(str(payload))
+    if isinstance(payload, dict):
+        items = [(canonical(k), canonical(v)) for k, v in payload.items()]
+        payload.clear()
+        payload.update(items)
+        extra = getattr(payload, "__dict__", None)  # a state_dict's `_metadata`
+        if extra:
+            for key, value in list(extra.items()):
+                extra[key] = canonical(value)
+        return payload
+    if isinstance(payload, list):
+        payload[:] = [canonical(v) for v in payload]
+        return payload
+    if type(payload) is tuple:
+        return tuple(canonical(v) for v in payload)
+    return payload
+
+
+class CanonicalCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint writer, with canonical bytes (`canonical`) and the
+    pipeline's atomic writer (its temporary file never inside the checkpoints folder,
+    so a kill leaves nothing there for DVC to record)."""
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
+    ) -> None:
+        write_torch(path, canonical(checkpoint))
+
+
+@runtime_checkable
+class ResumableLogger(Protocol):
+    """A logger that wants to know which training it logs: `pipeline.tracking`'s, which
+    continues the earlier MLflow run of a resumed training."""
+
+    def continue_training(self, fingerprint: str, checkpoint_dir: Path, resumed: bool) -> None: ...
 
 
 # --------------------------------------------------------------------- checkpoints
@@ -230,32 +284,56 @@ def fingerprint(
     return digest.hexdigest()
 
 
+def _stored_fingerprint(stamp: Path) -> str | None:
+    """The fingerprint of the run that wrote the checkpoints; None when there is none or
+    the file cannot be read (an empty one, from a kill under older code, crashed every
+    later run with a JSONDecodeError): then the checkpoints are discarded."""
+    if not stamp.is_file():
+        return None
+    try:
+        value = json.loads(stamp.read_text()).get("fingerprint")
+    except (OSError, ValueError, AttributeError) as exc:
+        log.warning("%s is unreadable (%s): treating the checkpoints as another run's", stamp, exc)
+        return None
+    return value if isinstance(value, str) else None
+
+
 def prepare_checkpoint_dir(dirpath: str | Path, run_fingerprint: str) -> Path | None:
     """Make the directory ready and return the checkpoint to resume from, if any.
 
-    Checkpoints written by a run with other params or data are removed, not resumed."""
+    Checkpoints written by a run with other params or data are removed, not resumed. A
+    truncated checkpoint (a kill during a write under older code) is skipped; one that
+    a weights-only load refuses (pickled objects, which could run code) stops the
+    training with a PipelineError: it was not written by this pipeline."""
     dirpath = Path(dirpath)
     dirpath.mkdir(parents=True, exist_ok=True)
+    for leftover in dirpath.glob(".*.tmp"):  # temporary files of older code's writers
+        leftover.unlink(missing_ok=True)
     stamp = dirpath / FINGERPRINT
-    previous = json.loads(stamp.read_text()).get("fingerprint") if stamp.is_file() else None
-    if previous != run_fingerprint:
-        stale = list(dirpath.glob("*.ckpt")) + list(dirpath.glob(".*.tmp"))
+    if _stored_fingerprint(stamp) != run_fingerprint:
+        stale = list(dirpath.glob("*.ckpt"))
         if stale:
             log.info(
                 "params or data changed: removing %d old checkpoints in %s", len(stale), dirpath
             )
         for file in stale:
             file.unlink()
-        stamp.write_text(json.dumps({"fingerprint": run_fingerprint}) + "\n")
+        write_text(stamp, json.dumps({"fingerprint": run_fingerprint}) + "\n")
         return None
     candidates = [dirpath / LAST, *(path for _, path in reversed(epoch_checkpoints(dirpath)))]
     for candidate in candidates:
         if not candidate.is_file():
             continue
-        try:  # a kill during a write can leave a truncated file: skip it
-            torch.load(candidate, map_location="cpu", weights_only=False, mmap=True)
+        try:
+            torch.load(candidate, map_location="cpu", weights_only=True, mmap=True)
         except Exception as exc:
-            log.warning("skipping unreadable checkpoint %s (%s)", candidate, exc)
+            if "Weights only load failed" in str(exc):
+                raise PipelineError(
+                    f"{candidate}: {short_reason(exc)}; it was not written by this pipeline: "
+                    f"delete it (or {dirpath}) to resume from an earlier checkpoint or "
+                    "train from scratch"
+                ) from None
+            log.warning("skipping unreadable checkpoint %s (%s)", candidate, short_reason(exc))
             continue
         return candidate
     return None
@@ -295,6 +373,8 @@ def fit(
     pl.seed_everything(seed, workers=True, verbose=False)
     module.to(memory_format=torch.channels_last)  # conv weights to match the batches
     resume = prepare_checkpoint_dir(checkpoint_dir, run_fingerprint)
+    if isinstance(logger, ResumableLogger):
+        logger.continue_training(run_fingerprint, Path(checkpoint_dir), resume is not None)
     history = HistoryRecorder(history_keys)
     trainer = make_trainer(
         trainer_params,
@@ -302,6 +382,7 @@ def fit(
         [EpochSeed(seed), history, *callbacks, EpochCheckpoint(checkpoint_dir)],
         logger=logger,
     )
+    # weights_only=True reaches torch.load through Lightning's checkpoint IO (2.6)
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True)
     return FitResult(history=history.rows, resumed_from=resume)
 
@@ -329,6 +410,7 @@ def make_trainer(
         deterministic=params.deterministic,
         callbacks=callbacks,
         logger=logger,
+        plugins=[CanonicalCheckpointIO()],
         enable_checkpointing=any(isinstance(c, EpochCheckpoint) for c in callbacks),
         enable_progress_bar=progress_bar,
         enable_model_summary=False,

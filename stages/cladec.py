@@ -1,5 +1,8 @@
 """DVC stages `cladec@<layer>-<alpha>` and `vcladec@<layer>`: a decoder of the frozen
-classifier's activations at one layer (variational with --variational)."""
+classifier's activations at one layer (variational with --variational).
+
+Under DVC the stage name says which layer and alpha (stages/dvc_item.py: no params value
+is ever part of a command); by hand, --layer and --alpha do."""
 
 from __future__ import annotations
 
@@ -9,43 +12,74 @@ from pipeline.data import Splits
 from pipeline.errors import ParamsError
 from pipeline.generative_training import train_cladec
 from pipeline.models.export import load_classifier
-from pipeline.params import load_params
+from pipeline.params import check_runtime, load_params
 from pipeline.tracking import stage_run
 from stages import paths
+from stages.dvc_item import dvc_member, dvc_names
 from stages.generative import finish
 from stages.runner import run_stage
 
 
+def _by_hand(layer: str, written: str | None, layers: list[str]) -> tuple[str, float, str]:
+    """(layer, alpha, name suffix) from --layer and --alpha."""
+    if layer not in layers:
+        raise ParamsError(f"layer {layer!r} is not in {layers} (params.yaml)")
+    try:
+        alpha = float(written)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ParamsError(f"--alpha must be a number in [0, 1], got {written!r}") from None
+    if not 0.0 <= alpha <= 1.0:
+        raise ParamsError(f"--alpha must lie in [0, 1], got {alpha}")
+    return layer, alpha, f"{layer}-{written}"
+
+
+def _from_dvc(layers: list[str], alphas: list[float]) -> tuple[str, float, str]:
+    """(layer, alpha, name suffix) of the stage cladec@<layer>-<alpha> DVC runs: the
+    suffix as DVC writes it (and so its output paths), the values as validated."""
+    members = {
+        f"{layer}-{written}": (layer, alpha)
+        for layer in layers
+        for alpha in alphas
+        for written in dvc_names(alpha)
+    }
+    suffix, (layer, alpha) = dvc_member(
+        "cladec", members, "cladec.layers x cladec.alphas", "--layer and --alpha"
+    )
+    return layer, alpha, suffix
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--layer", required=True)
-    parser.add_argument("--alpha", help="as written in params.yaml; names the outputs")
+    parser.add_argument("--layer", help="by hand; under DVC the stage name gives it")
+    parser.add_argument("--alpha", help="by hand, as written in params.yaml; names the outputs")
     parser.add_argument("--variational", action="store_true")
     args = parser.parse_args()
     params = load_params()
+    check_runtime(params)  # the accelerator and precision exist on this machine
     cfg, var = params.cladec, params.cladec.variational
-    layers = var.layers if args.variational else cfg.layers
-    if args.layer not in layers:
-        raise ParamsError(f"layer {args.layer!r} is not in {layers} (params.yaml)")
-    try:
-        alpha = var.alpha if args.variational else float(args.alpha)
-    except (TypeError, ValueError):
-        raise ParamsError(f"--alpha must be a number in [0, 1], got {args.alpha!r}") from None
-    if not 0.0 <= alpha <= 1.0:
-        raise ParamsError(f"--alpha must lie in [0, 1], got {alpha}")
+    if args.variational:
+        layer, alpha = args.layer, var.alpha
+        if layer is None:
+            layer, _ = dvc_member(
+                "vcladec", {n: n for n in var.layers}, "cladec.variational.layers", "--layer"
+            )
+        elif layer not in var.layers:
+            raise ParamsError(f"layer {layer!r} is not in {var.layers} (params.yaml)")
+        suffix = layer
+    elif args.layer is None:
+        layer, alpha, suffix = _from_dvc(cfg.layers, cfg.alphas)
+    else:
+        layer, alpha, suffix = _by_hand(args.layer, args.alpha, cfg.layers)
     splits = Splits.load(paths.DATASET)
     classifier, _ = load_classifier(paths.CLASSIFIER_MODEL)
-    if args.variational:
-        name, stage = f"vcladec/{args.layer}", f"vcladec@{args.layer}"
-        extra = {"latent_dim": var.latent_dim, "beta": var.beta}
-    else:
-        name, stage = f"cladec/{args.layer}-{args.alpha}", f"cladec@{args.layer}-{args.alpha}"
-        extra = {}
-    config = {"kind": name.split("/")[0], "layer": args.layer, "alpha": alpha, **extra}
+    kind = "vcladec" if args.variational else "cladec"
+    name, stage = f"{kind}/{suffix}", f"{kind}@{suffix}"
+    extra = {"latent_dim": var.latent_dim, "beta": var.beta} if args.variational else {}
+    config = {"kind": kind, "layer": layer, "alpha": alpha, **extra}
     logged = {
         "seed": params.seed,
         "cladec": cfg.model_dump(exclude={"layers", "alphas"}),
-        "layer": args.layer,
+        "layer": layer,
         "alpha": alpha,
         "trainer": params.trainer.model_dump(),
     }
@@ -53,7 +87,7 @@ def main() -> None:
         trained = train_cladec(
             splits,
             classifier,
-            args.layer,
+            layer,
             alpha,
             params,
             paths.model_dir(name) / "checkpoints",

@@ -18,7 +18,7 @@ from pipeline.data import Splits
 from pipeline.inference import predict_proba
 from pipeline.io import write_csv, write_json, write_npz
 from pipeline.models.export import save_classifier
-from pipeline.params import load_params
+from pipeline.params import check_runtime, load_params
 from pipeline.tracking import is_rank_zero, stage_run
 from stages import paths
 from stages.runner import run_stage
@@ -28,6 +28,7 @@ log = logging.getLogger("stages.classifier")
 
 def main() -> None:
     params = load_params()
+    check_runtime(params)  # the accelerator and precision exist on this machine
     splits = Splits.load(paths.DATASET)
     names = list(splits.class_names)
     logged = {

@@ -95,6 +95,16 @@ def main() -> None:
                 [{"step": i + 1, **r} for i, r in enumerate(sanity_rows)],
                 ["step", "layer", "spearman", "ssim"],
             )
+        # plots/evaluate/ persists between runs (dvc.yaml): drop the curves of methods
+        # no longer evaluated
+        for kind, written in (
+            ("deletion", result.deletion_curves),
+            ("insertion", result.insertion_curves),
+            ("randomization", result.sanity),
+        ):
+            for old in (paths.EVALUATE_PLOTS / kind).glob("*"):
+                if old.is_file() and old.name not in {f"{name}.csv" for name in written}:
+                    old.unlink()
         write_text(paths.EVALUATE_TABLE, markdown_scores(result.scores))
         run.log_metrics(result.metrics())
         run.log_artifact(paths.EVALUATE_METRICS, "metrics")

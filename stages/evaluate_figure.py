@@ -13,6 +13,7 @@ from pipeline.errors import PipelineError
 from pipeline.figures.common import save_figure
 from pipeline.figures.evaluation import plot_evaluation
 from pipeline.params import load_params
+from pipeline.tracking import stage_run
 from stages import paths
 from stages.runner import run_stage
 
@@ -43,16 +44,21 @@ def main() -> None:
             sanity[name] = [
                 {"layer": r["layer"], "spearman": float(r["spearman"])} for r in _read(file)
             ]
-    fig = plot_evaluation(
-        fractions,
-        curves["deletion"],
-        curves["insertion"],
-        scores,
-        sanity,
-        params.evaluate.sanity_threshold,
-        f"How far the attributions of the {params.classifier.arch} classifier can be trusted",
-    )
-    save_figure(fig, paths.EVALUATE_FIG)
+    logged = {"evaluate": {"sanity_threshold": params.evaluate.sanity_threshold}}
+    with stage_run(
+        "evaluate_figure", params.tracking.experiment, params.data.dataset, logged
+    ) as run:
+        fig = plot_evaluation(
+            fractions,
+            curves["deletion"],
+            curves["insertion"],
+            scores,
+            sanity,
+            params.evaluate.sanity_threshold,
+            f"How far the attributions of the {params.classifier.arch} classifier can be trusted",
+        )
+        save_figure(fig, paths.EVALUATE_FIG)
+        run.log_artifact(paths.EVALUATE_FIG, "figures")
     log.info("-> %s", paths.EVALUATE_FIG)
 
 

@@ -18,16 +18,24 @@ from pipeline.params import ATTRIBUTION_METHODS, load_params
 from pipeline.selection import Selection
 from pipeline.tracking import stage_run
 from stages import paths
+from stages.dvc_item import dvc_member
 from stages.runner import run_stage
 
 log = logging.getLogger("stages.explain")
+# the method's own module (the registry imports it by name): tests/dvc_deps.py
+RUNS_MODULES = ("pipeline/explain/methods/{item}.py",)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--method", required=True, choices=ATTRIBUTION_METHODS)
+    parser.add_argument(
+        "--method", choices=ATTRIBUTION_METHODS, help="by hand; under DVC explain@<method> gives it"
+    )
     name = parser.parse_args().method
     params = load_params()
+    if name is None:  # no params value is ever part of a command: stages/dvc_item.py
+        methods = params.explain.methods
+        name, _ = dvc_member("explain", {m: m for m in methods}, "explain.methods", "--method")
     cls = method_class(name)
     p = getattr(params.explain, name)
     splits = Splits.load(paths.DATASET)

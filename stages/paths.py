@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+# written by the `params` stage once params.yaml validates; its bytes never change
+PARAMS_VALID = Path("data/params_valid.txt")
 DATASET = Path("data/dataset.npz")
 DATA_METRICS = Path("metrics/data.json")
 DATA_SAMPLES_FIG = Path("reports/figures/data_samples.png")

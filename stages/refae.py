@@ -9,20 +9,25 @@ from pipeline.data import Splits
 from pipeline.errors import ParamsError
 from pipeline.generative_training import train_refae
 from pipeline.models.export import load_classifier
-from pipeline.params import load_params
+from pipeline.params import check_runtime, load_params
 from pipeline.tracking import stage_run
 from stages import paths
+from stages.dvc_item import dvc_member
 from stages.generative import finish
 from stages.runner import run_stage
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--layer", required=True)
+    parser.add_argument("--layer", help="by hand; under DVC the stage name refae@<layer> gives it")
     args = parser.parse_args()
     params = load_params()
-    if args.layer not in params.cladec.layers:
-        raise ParamsError(f"layer {args.layer!r} is not in cladec.layers {params.cladec.layers}")
+    check_runtime(params)  # the accelerator and precision exist on this machine
+    layers = params.cladec.layers
+    if args.layer is None:  # no params value is ever part of a command: stages/dvc_item.py
+        args.layer, _ = dvc_member("refae", {n: n for n in layers}, "cladec.layers", "--layer")
+    elif args.layer not in layers:
+        raise ParamsError(f"layer {args.layer!r} is not in cladec.layers {layers}")
     splits = Splits.load(paths.DATASET)
     classifier, _ = load_classifier(paths.CLASSIFIER_MODEL)
     name = f"refae/{args.layer}"

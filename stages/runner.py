@@ -1,21 +1,52 @@
-"""Common entry point: logging set-up, user errors as one line with exit code 2, and an
-exit that skips the interpreter's slow teardown."""
+"""Common entry point: logging set-up, user errors as one line with exit code 2, SIGTERM
+and SIGINT as one line with exit code 143 / 130, and an exit that skips the
+interpreter's slow teardown."""
 
 from __future__ import annotations
 
 import atexit
 import logging
 import os
+import signal
 import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
 
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, Stopped
+from pipeline.io import remove_stale_temps
+from pipeline.tracking import check_tracking, describe_failure
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+_stopping: list[int] = []  # the signal that is stopping this process, once one arrived
+
+
+def _on_stop_signal(signum: int, frame: FrameType | None) -> None:
+    """Raise Stopped where the stage is, so every `with` block unwinds: temporary files
+    go, the MLflow run is marked KILLED. A second signal while that happens ends the
+    process at once, as the signal's default action would."""
+    if _stopping:
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+        return
+    _stopping.append(signum)
+    raise Stopped(signum, signal.Signals(signum).name)
+
+
+def _report(name: str, message: str, code: int) -> None:
+    for line in message.splitlines() or [""]:
+        print(f"{name}: error: {line}", file=sys.stderr)
+    sys.stderr.flush()
+    sys.exit(code)
 
 
 def run_stage(name: str, body: Callable[[], None]) -> None:
-    """Run a stage body; a PipelineError becomes `<stage>: error: ...` and exit code 2."""
+    """Run a stage body. A PipelineError (or a full disk, a read-only store) becomes
+    `<stage>: error: ...` and exit code 2; SIGTERM / SIGINT become one line and exit code
+    128 + signal (143 / 130), the shell's convention, so DVC and schedulers see a stop
+    rather than a stage that exited 0 without its outputs (Lightning's own SIGTERM
+    handling ends a fit with `SystemExit(None)`)."""
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(name)s | %(message)s", datefmt="%H:%M:%S"
     )
@@ -26,12 +57,32 @@ def run_stage(name: str, body: Callable[[], None]) -> None:
     logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(
         lambda record: "Tip:" not in record.getMessage()
     )
+    previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, _on_stop_signal)
     try:
+        check_tracking()
+        remove_stale_temps()
         body()
     except PipelineError as exc:
-        for line in str(exc).splitlines():
-            print(f"{name}: error: {line}", file=sys.stderr)
-        sys.exit(2)
+        _report(name, str(exc), 2)
+    except Stopped as stop:
+        _report(
+            name,
+            f"stopped by {stop.name} (signal {stop.signum}"
+            f"{', Ctrl+C' if stop.signum == signal.SIGINT else ''}): nothing was half-written; "
+            "run the stage again (a training resumes from its last epoch checkpoint)",
+            128 + stop.signum,
+        )
+    except Exception as exc:
+        reason = describe_failure(exc)
+        if reason is None:
+            raise
+        _report(name, reason, 2)
+    finally:  # in-process callers (tests) get their handlers back
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        _stopping.clear()
     exit_without_teardown()
 
 

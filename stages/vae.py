@@ -8,7 +8,7 @@ import argparse
 from pipeline.data import Splits
 from pipeline.generative_training import train_vae, vae_test_metrics
 from pipeline.models.export import load_classifier
-from pipeline.params import load_params
+from pipeline.params import check_runtime, load_params
 from pipeline.tracking import stage_run
 from stages import paths
 from stages.generative import finish
@@ -20,6 +20,7 @@ def main() -> None:
     parser.add_argument("--reference", action="store_true")
     args = parser.parse_args()
     params = load_params()
+    check_runtime(params)  # the accelerator and precision exist on this machine
     latent = params.cladec.variational.latent_dim if args.reference else params.vae.latent_dim
     name = "refvae" if args.reference else "vae"
     splits = Splits.load(paths.DATASET)

@@ -14,9 +14,13 @@ What a stage runs is found statically, with `ast`, never by importing:
 - dynamic imports, by convention: `--method <m>` runs `pipeline/explain/methods/<m>.py`,
   `--part <p>` runs `pipeline/explain/parts/<p>.py` (the registry imports them with
   importlib), and a module-level `RUNS_MODULES = ("folder or file.py", ...)` in the
-  stage file or in such a method/part module adds every module under those paths, each
+  stage file or in a module added this way adds every module under those paths, each
   with its own closure; `{a.b}` in an entry is the value of key `a.b` in params.yaml
-  (`across_epochs` runs the method its params name).
+  (`across_epochs` runs the method its params name), and `{item}` is the item of the
+  stage's name `<entry>@<item>`: a foreach member's command is constant (no params value
+  ever reaches a shell) and the stage finds its item in DVC_STAGE, so
+  `RUNS_MODULES = ("pipeline/explain/methods/{item}.py",)` makes `explain@lime` run
+  `pipeline/explain/methods/lime.py`.
 
 Two rules follow the pipeline's structure:
 
@@ -234,17 +238,28 @@ def runs_modules_constant(root: Path, path: str) -> list[str]:
     return []
 
 
-def _with_params(root: Path, template: str) -> str:
-    """`{a.b}` -> the value of key a.b in root's params.yaml."""
+ITEM = "item"  # `{item}` in a RUNS_MODULES entry: the item of the stage `<entry>@<item>`
+
+
+def _with_params(root: Path, template: str, item: str | None = None) -> str:
+    """`{a.b}` -> the value of key a.b in root's params.yaml (KeyError when absent);
+    `{item}` -> `item` (ValueError when the stage has none)."""
     import re
 
     import yaml
 
     if "{" not in template:
         return template
-    params = yaml.safe_load((root / "params.yaml").read_text())
+    params = None
 
     def value(match: re.Match) -> str:
+        nonlocal params
+        if match.group(1) == ITEM:
+            if item is None:
+                raise ValueError("{item} names the item of a stage <entry>@<item>")
+            return item
+        if params is None:
+            params = yaml.safe_load((root / "params.yaml").read_text())
         node = params
         for key in match.group(1).split("."):
             node = node[key]
@@ -264,9 +279,11 @@ def _modules_under(root: Path, path: str) -> list[str]:
     )
 
 
-def stage_entry_points(root: Path, cmd: str) -> tuple[list[str], list[str]]:
+def stage_entry_points(
+    root: Path, cmd: str, item: str | None = None
+) -> tuple[list[str], list[str]]:
     """(files the command starts from, errors): the stage module, plus the modules its
-    arguments or its RUNS_MODULES name."""
+    arguments or its RUNS_MODULES name (`item`: of the stage name `<entry>@<item>`)."""
     try:
         argv = shlex.split(cmd)
     except ValueError as exc:
@@ -299,20 +316,31 @@ def stage_entry_points(root: Path, cmd: str) -> tuple[list[str], list[str]]:
         else:
             errors.append(f"`{flag} {value}` names {dynamic}, which does not exist")
     # a method or part runs what it declares when it computes, not when a figure stage
-    # draws it
+    # draws it: there only the stage file declares
     figure_stage = _module_name(stage_file).endswith("figures")
     declarers = files[:1] if figure_stage else list(files)
-    declared_paths = [d for f in declarers for d in runs_modules_constant(root, f)]
-    for declared in declared_paths:
-        try:
-            declared = _with_params(root, declared).rstrip("/")
-        except KeyError as exc:
-            errors.append(f"{RUNS_MODULES} entry {declared!r}: no key {exc} in params.yaml")
+    read: set[str] = set()
+    while declarers:
+        declarer = declarers.pop(0)
+        if declarer in read:
             continue
-        if not (root / declared).exists():
-            errors.append(f"{RUNS_MODULES} in {stage_file} names {declared}, which is absent")
-            continue
-        files.extend(_modules_under(root, declared))
+        read.add(declarer)
+        for entry in runs_modules_constant(root, declarer):
+            try:
+                declared = _with_params(root, entry, item).rstrip("/")
+            except KeyError as exc:
+                errors.append(f"{RUNS_MODULES} entry {entry!r}: no key {exc} in params.yaml")
+                continue
+            except ValueError as exc:
+                errors.append(f"{RUNS_MODULES} entry {entry!r}: {exc}, not of this stage")
+                continue
+            if not (root / declared).exists():
+                errors.append(f"{RUNS_MODULES} in {declarer} names {declared}, which is absent")
+                continue
+            added = [f for f in _modules_under(root, declared) if f not in files]
+            files.extend(added)
+            if not figure_stage:
+                declarers.extend(added)
     # running or importing a module runs the __init__.py of every package it is in
     inits = [
         init
@@ -340,10 +368,18 @@ def is_code_dep(dep: str) -> bool:
     return dep.endswith(".py") or dep.split("/")[0] in CODE_DIRS
 
 
-def stage_code(root: Path, cmd: str) -> tuple[dict[str, str | None], list[str]]:
+def stage_item(name: str) -> str | None:
+    """`<item>` of a foreach/matrix member's name `<entry>@<item>`, else None."""
+    _, at, item = name.partition("@")
+    return item if at else None
+
+
+def stage_code(
+    root: Path, cmd: str, item: str | None = None
+) -> tuple[dict[str, str | None], list[str]]:
     """(import graph of the module files the stage runs that count as code deps, errors);
     see `import_graph`."""
-    start, errors = stage_entry_points(root, cmd)
+    start, errors = stage_entry_points(root, cmd, item)
     drawing = bool(start) and _module_name(start[0]).endswith("figures")
     try:
         graph = import_graph(root, start, drawing)
@@ -362,7 +398,7 @@ def check_stage(
 ) -> StageProblems:
     """Missing and extra code deps of one stage; `entry_runs`: what the other members of
     its foreach/matrix entry run (a dep one of them needs is not extra here)."""
-    graph, errors = stage_code(root, cmd)
+    graph, errors = stage_code(root, cmd, stage_item(name))
     problems = StageProblems(name, errors=errors)
     if not graph:
         return problems
@@ -400,7 +436,8 @@ def check_stages(
     entries: dict[str, set[str]] = {}
     for name, cmd, _ in stages:
         if "@" in name:
-            entries.setdefault(name.partition("@")[0], set()).update(stage_code(root, cmd)[0])
+            runs = stage_code(root, cmd, stage_item(name))[0]
+            entries.setdefault(name.partition("@")[0], set()).update(runs)
     found = []
     for name, cmd, deps in stages:
         allowed = [dep for (pattern, dep) in allowed_extra or {} if fnmatchcase(name, pattern)]

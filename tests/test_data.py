@@ -4,9 +4,12 @@ deterministically."""
 from __future__ import annotations
 
 import gzip
+import io
 import pickle
+import pickletools
 import struct
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -21,6 +24,7 @@ from pipeline.data import (
     load_dataset,
     load_mnist_embedded,
     read_idx,
+    read_image,
     split_dataset,
 )
 from pipeline.errors import DataError
@@ -154,6 +158,68 @@ def test_cifar_batches_are_read_channel_first(tmp_path):
     assert data.images[0, 2, 5, 7] == raw[0, 2 * 1024 + 5 * 32 + 7]
 
 
+class Python2Pickler(pickle._Pickler):
+    """Pickles as Python 2's cPickle wrote the official CIFAR-10 batches (protocol 2):
+    strings as 8-bit STRING opcodes (bytes under encoding='bytes', no `_codecs.encode`)
+    and numpy's array rebuilder under its numpy 1 name."""
+
+    dispatch: ClassVar[dict] = dict(pickle._Pickler.dispatch)  # type: ignore[attr-defined]
+
+    def save_py2_str(self, obj: bytes | str) -> None:
+        data = obj if isinstance(obj, bytes) else obj.encode("latin1")
+        if len(data) < 256:
+            self.write(pickle.SHORT_BINSTRING + bytes([len(data)]) + data)
+        else:
+            self.write(pickle.BINSTRING + struct.pack("<i", len(data)) + data)
+        self.memoize(obj)
+
+    dispatch[bytes] = save_py2_str
+    dispatch[str] = save_py2_str
+
+
+def python2_pickle(obj: object) -> bytes:
+    buffer = io.BytesIO()
+    Python2Pickler(buffer, protocol=2).dump(obj)
+    return buffer.getvalue().replace(b"cnumpy._core.multiarray\n", b"cnumpy.core.multiarray\n")
+
+
+def write_official_cifar(folder: Path, per_batch: int = 10) -> np.ndarray:
+    """Batches laid out and pickled like the files in cifar-10-python.tar.gz."""
+    folder.mkdir(parents=True, exist_ok=True)
+    names = ["airplane", "automobile", "bird", "cat", "deer"]
+    names += ["dog", "frog", "horse", "ship", "truck"]
+    meta = {"num_cases_per_batch": per_batch, "label_names": names, "num_vis": 3072}
+    (folder / "batches.meta").write_bytes(python2_pickle(meta))
+    rng = np.random.default_rng(1)
+    everything = []
+    for i, name in enumerate([f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]):
+        data = rng.integers(0, 256, size=(per_batch, 3072), dtype=np.uint8)
+        everything.append(data)
+        batch = {
+            "batch_label": f"training batch {i + 1} of 5",
+            "labels": [int(k) % 10 for k in range(i, i + per_batch)],
+            "data": data,
+            "filenames": [f"img_{i}_{k}.png" for k in range(per_batch)],
+        }
+        (folder / name).write_bytes(python2_pickle(batch))
+    return np.concatenate(everything)
+
+
+def test_official_cifar_batches_are_read_without_unpickling_anything_else(tmp_path):
+    folder = tmp_path / data_module.CIFAR_DIR
+    raw = write_official_cifar(folder)
+    batch = (folder / "data_batch_1").read_bytes()
+    assert batch.startswith(b"\x80\x02}")  # protocol 2, a dict: like the real files
+    globals_named = {
+        arg for op, arg, _ in pickletools.genops(batch) if op.name in ("GLOBAL", "STACK_GLOBAL")
+    }
+    assert globals_named == {"numpy.core.multiarray _reconstruct", "numpy ndarray", "numpy dtype"}
+    data = load_dataset(DataParams(dataset="cifar10", root=str(tmp_path), download=False))
+    assert data.images.shape == (60, 3, 32, 32) and data.class_names[-1] == "truck"
+    np.testing.assert_array_equal(data.images.reshape(60, -1), raw)
+    assert data.labels[:12].tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 1, 2]
+
+
 def test_corrupt_cifar_batch(tmp_path):
     folder = tmp_path / data_module.CIFAR_DIR
     write_cifar(folder)
@@ -195,6 +261,103 @@ def test_image_folder_errors(tmp_path):
     (tmp_path / "one" / "only").mkdir(parents=True)
     with pytest.raises(DataError, match="at least two class"):
         load_dataset(params.model_copy(update={"image_folder": str(tmp_path / "one")}))
+
+
+def saved(img: Image.Image, path: Path) -> Path:
+    img.save(path)
+    return path
+
+
+def grey(values, dtype) -> np.ndarray:
+    return np.array(values, dtype=dtype).reshape(2, 2)
+
+
+@pytest.mark.parametrize(
+    ("make", "suffix", "expected"),
+    [
+        # 1-bit: 0/1 -> 0/255
+        (lambda: Image.fromarray(grey([0, 1, 1, 0], bool)), ".png", [0, 255, 255, 0]),
+        (lambda: Image.fromarray(grey([0, 7, 128, 255], np.uint8)), ".png", [0, 7, 128, 255]),
+        # 16-bit by 0..65535: v/257 rounded (the inverse of 8 -> 16 bit), not clipped white
+        (
+            lambda: Image.fromarray(grey([0, 257, 32896, 65535], np.uint16)),
+            ".png",
+            [0, 1, 128, 255],
+        ),
+        (
+            lambda: Image.frombytes("I;16B", (2, 2), grey([0, 300, 40000, 65535], ">u2").tobytes()),
+            ".tif",
+            [0, 1, 156, 255],
+        ),
+        # 32-bit integers: 0..255 as they are, 0..65535 as 16-bit, else min..max
+        (lambda: Image.fromarray(grey([0, 9, 200, 255], np.int32)), ".tif", [0, 9, 200, 255]),
+        (lambda: Image.fromarray(grey([0, 257, 1000, 65535], np.int32)), ".tif", [0, 1, 4, 255]),
+        (
+            lambda: Image.fromarray(grey([-1000, 0, 1000, 600], np.int32)),
+            ".tif",
+            [0, 128, 255, 204],
+        ),
+        # floats: 0..1 times 255, 0..255 as they are, else min..max; NaN as 0
+        (
+            lambda: Image.fromarray(grey([0, 0.5, 1, np.nan], np.float32)),
+            ".tif",
+            [0, 128, 255, 0],
+        ),
+        (lambda: Image.fromarray(grey([0, 2.4, 100, 255], np.float32)), ".tif", [0, 2, 100, 255]),
+        (lambda: Image.fromarray(grey([-1, 0, 1, 3], np.float32)), ".tif", [0, 64, 128, 255]),
+        # alpha multiplied in (composited onto black)
+        (
+            lambda: Image.fromarray(
+                np.array([[200, 255], [200, 0], [200, 128], [10, 255]], np.uint8).reshape(2, 2, 2)
+            ),
+            ".png",
+            [200, 0, 100, 10],
+        ),
+    ],
+)
+def test_every_grey_mode_becomes_the_right_8_bit_values(tmp_path, make, suffix, expected):
+    img = make()
+    path = saved(img, tmp_path / f"img{suffix}")
+    with Image.open(path) as check:
+        assert check.mode == img.mode  # the file keeps the mode under test
+    grey_image = read_image(path, image_size=2, channels=1)
+    assert grey_image.shape == (1, 2, 2) and grey_image.dtype == np.uint8
+    assert grey_image.ravel().tolist() == expected
+    colour = read_image(path, image_size=2, channels=3)
+    assert (colour == grey_image).all()  # grey repeated into three channels
+
+
+def test_colour_modes_become_the_right_8_bit_values(tmp_path):
+    red, green = (255, 0, 0), (0, 255, 0)
+    rgba = Image.new("RGBA", (2, 1))
+    rgba.putdata([(255, 0, 0, 255), (0, 0, 255, 51)])
+    assert read_image(saved(rgba, tmp_path / "a.png"), 2, 3)[:, 0, :].T.tolist() == [
+        [255, 0, 0],
+        [0, 0, 51],  # blue at 20 % opacity over black
+    ]
+    palette = Image.new("P", (2, 1))
+    palette.putpalette([*red, *green] + [0] * 762)
+    palette.putdata([0, 1])
+    assert read_image(saved(palette, tmp_path / "p.png"), 2, 3)[:, 0, :].T.tolist() == [
+        list(red),
+        list(green),
+    ]
+    palette.info["transparency"] = 0  # index 0, red, fully transparent
+    assert read_image(saved(palette, tmp_path / "pt.png"), 2, 3)[:, 0, :].T.tolist() == [
+        [0, 0, 0],
+        list(green),
+    ]
+    cmyk = Image.new("CMYK", (2, 1))
+    cmyk.putdata([(255, 0, 0, 0), (0, 0, 0, 0)])  # cyan, white
+    assert read_image(saved(cmyk, tmp_path / "c.tif"), 2, 3)[:, 0, :].T.tolist() == [
+        [0, 255, 255],
+        [255, 255, 255],
+    ]
+    rgb = Image.new("RGB", (2, 1))
+    rgb.putdata([red, (10, 20, 30)])
+    path = saved(rgb, tmp_path / "rgb.png")
+    assert read_image(path, 2, 3)[:, 0, :].T.tolist() == [list(red), [10, 20, 30]]
+    assert read_image(path, 2, 1)[0, 0].tolist() == [76, 18]  # ITU-R 601-2 luma
 
 
 def _dataset(n: int = 240, classes: int = 3) -> ImageSet:

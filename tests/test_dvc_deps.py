@@ -196,3 +196,38 @@ def test_drawing_code_counts_for_figure_stages_only_and_entries_share_deps(tmp_p
     alone = [entry[1]]
     (problems,) = check_stages(alone, tmp_path)
     assert problems.extra == ["pipeline/blur.py"]
+
+
+def test_item_of_the_stage_name_fills_runs_modules(tmp_path):
+    """A foreach member's command is constant (no params value reaches a shell); the
+    stage file names the module its item runs as `{item}`, the part of the stage name
+    after `@`, and that module's own RUNS_MODULES count too."""
+    _write(
+        tmp_path,
+        {
+            "pipeline/explain/helper.py": "",
+            "pipeline/extra.py": "",
+            "pipeline/explain/methods/a.py": (
+                "from pipeline.explain import helper\n\nRUNS_MODULES = ('pipeline/extra.py',)\n"
+            ),
+            "pipeline/explain/methods/b.py": "",
+            "stages/each.py": 'RUNS_MODULES = ("pipeline/explain/methods/{item}.py",)\n',
+        },
+    )
+    cmd = "python -m stages.each"
+    a = ["stages/each.py", "pipeline/explain/methods/a.py", "pipeline/explain/helper.py"]
+    b = ["stages/each.py", "pipeline/explain/methods/b.py"]
+    assert check_stage(tmp_path, "each@a", cmd, a).missing == ["pipeline/extra.py"]
+    assert not check_stage(tmp_path, "each@a", cmd, [*a, "pipeline/extra.py"])
+    assert not check_stage(tmp_path, "each@b", cmd, b)
+    # each member needs its own module; another member's is extra unless the entry runs it
+    wrong = check_stage(tmp_path, "each@b", cmd, ["stages/each.py", "pipeline/extra.py"])
+    assert wrong.missing == ["pipeline/explain/methods/b.py"]
+    assert wrong.extra == ["pipeline/extra.py"]
+    entry = [("each@a", cmd, [*a, "pipeline/extra.py"]), ("each@b", cmd, b)]
+    assert check_stages(entry, tmp_path) == []
+    assert check_stage(tmp_path, "each@nope", cmd, b).errors == [
+        "RUNS_MODULES in stages/each.py names pipeline/explain/methods/nope.py, which is absent"
+    ]
+    (error,) = check_stage(tmp_path, "each", cmd, b).errors
+    assert "{item}" in error and "not of this stage" in error

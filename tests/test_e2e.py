@@ -249,8 +249,14 @@ def test_changing_a_method_param_reruns_that_method_and_the_evaluation_only(work
         status = sh(["dvc", "status", "--json"], workspace)
     finally:
         (workspace / "params.yaml").write_text(original)
-    # the figure stage reads every method's params too (LIME's: the superpixels shown)
-    assert set(json.loads(status)) == {"explain@lime", "attribution_figures", "evaluate"}
+    # the figure stage reads every method's params too (LIME's: the superpixels shown);
+    # `params` validates every edit of params.yaml (its output never changes)
+    assert set(json.loads(status)) == {
+        "params",
+        "explain@lime",
+        "attribution_figures",
+        "evaluate",
+    }
 
 
 def test_adding_an_alpha_adds_one_stage_per_layer_and_nothing_else(workspace):
@@ -262,8 +268,9 @@ def test_adding_an_alpha_adds_one_stage_per_layer_and_nothing_else(workspace):
         status = sh(["dvc", "status", "--json"], workspace)
     finally:
         (workspace / "params.yaml").write_text(original)
-    # the new decoder, and the ClaDec explanation figure that shows every alpha
-    assert set(json.loads(status)) == {"cladec@dense-0.9", "cladec_decodings"}
+    # the new decoder, the ClaDec explanation figure that shows every alpha, and the
+    # validation of the edited params.yaml
+    assert set(json.loads(status)) == {"params", "cladec@dense-0.9", "cladec_decodings"}
 
 
 FIGURE_STAGES = {

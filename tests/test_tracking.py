@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import mlflow
 import pytest
 
+from pipeline.errors import Stopped
 from pipeline.tracking import flatten, stage_run, tracking_uri, workspace_root
 
 
@@ -55,3 +57,45 @@ def test_stage_run_logs_params_tags_metrics_artifacts_and_status(tmp_path, monke
     files = [f.path for f in client.list_artifacts(done.info.run_id, "metrics")]
     assert files == ["metrics/m.json"]
     assert Path(tmp_path / "mlruns").is_dir()
+
+
+def test_a_copied_workspace_logs_its_artifacts_into_its_own_folder(tmp_path, monkeypatch):
+    """MLflow stores absolute artifact locations; a copied (or moved) workspace's store
+    is pointed at the copy's mlruns/ before it logs, so nothing lands in the original
+    and the copy's UI finds the artifacts it holds."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    original, copy = tmp_path / "original", tmp_path / "copy"
+    original.mkdir()
+    (original / "m.json").write_text("{}")
+    monkeypatch.chdir(original)
+    with stage_run("data", "exp", "d", {}) as first:
+        first.log_artifact(original / "m.json", "metrics")
+    shutil.copytree(original, copy)
+    monkeypatch.chdir(copy)
+    with stage_run("data", "exp", "d", {}) as second:
+        second.log_artifact(copy / "m.json", "metrics")
+
+    assert (copy / "mlruns" / second.run_id / "artifacts" / "metrics" / "m.json").is_file()
+    assert not (original / "mlruns" / second.run_id).exists()
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{copy / 'mlflow.db'}")
+    assert client.get_experiment_by_name("exp").artifact_location == (copy / "mlruns").as_uri()
+    for run_id in (first.run_id, second.run_id):
+        assert client.get_run(run_id).info.artifact_uri.startswith((copy / "mlruns").as_uri())
+        assert [f.path for f in client.list_artifacts(run_id, "metrics")] == ["metrics/m.json"]
+    # the original store still points at the original folder
+    original_client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{original / 'mlflow.db'}")
+    location = original_client.get_experiment_by_name("exp").artifact_location
+    assert location == (original / "mlruns").as_uri()
+
+
+def test_a_stop_marks_the_run_killed(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(Stopped), stage_run("classifier", "exp", "d", {}):
+        raise Stopped(15, "SIGTERM")
+    with pytest.raises(KeyboardInterrupt), stage_run("classifier", "exp", "d", {}):
+        raise KeyboardInterrupt
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("exp")
+    runs = client.search_runs([experiment.experiment_id])
+    assert [r.info.status for r in runs] == ["KILLED", "KILLED"]

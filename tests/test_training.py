@@ -3,6 +3,10 @@ a kill to the same result, and is deterministic."""
 
 from __future__ import annotations
 
+import json
+import pickle
+from pathlib import Path
+
 import numpy as np
 import pytest
 import pytorch_lightning as pl
@@ -17,9 +21,11 @@ from pipeline.classify import (
     tracked_indices,
     train_classifier,
 )
-from pipeline.params import TrainerParams
+from pipeline.errors import PipelineError
+from pipeline.params import TrainerParams, parse_params
 from pipeline.training import (
     BatchIndexSampler,
+    CanonicalCheckpointIO,
     EpochCheckpoint,
     EpochSeed,
     fingerprint,
@@ -109,6 +115,13 @@ def test_killed_run_resumes_to_the_same_result_as_an_uninterrupted_one(
         torch.testing.assert_close(_weights(resumed)[key], value, rtol=0, atol=0)
     assert resumed.history == straight.history
     np.testing.assert_array_equal(resumed.epoch_probabilities, straight.epoch_probabilities)
+    # byte for byte: the checkpoints folder is a DVC dep of grand_tour and across_epochs,
+    # which a resume must not rerun (the pickle memo once made epoch 3 differ by 128 bytes)
+    files = sorted(p.name for p in (tmp_path / "a").iterdir())
+    assert files == sorted(p.name for p in (tmp_path / "b").iterdir())
+    assert files == [*(f"epoch-00{i}.ckpt" for i in (1, 2, 3)), "fingerprint.json", "last.ckpt"]
+    for name in files:
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
 
 
 def test_same_seed_same_numbers_and_other_params_discard_checkpoints(
@@ -134,6 +147,70 @@ def test_prepare_checkpoint_dir_keeps_only_matching_runs(tmp_path):
     assert not list(ckpt.glob("*.ckpt"))
     assert fingerprint({"a": 1}) != fingerprint({"a": 2})
     assert fingerprint({"a": 1}, arrays=[np.zeros(3)]) != fingerprint({"a": 1}, arrays=[np.ones(3)])
+
+
+def test_unreadable_fingerprint_discards_the_checkpoints_instead_of_crashing(tmp_path, caplog):
+    ckpt = tmp_path / "c"
+    assert prepare_checkpoint_dir(ckpt, "one") is None
+    torch.save({"x": 1}, ckpt / "epoch-001.ckpt")
+    (ckpt / "fingerprint.json").write_text("")  # a kill during a non-atomic write did this
+    with caplog.at_level("WARNING"):
+        assert prepare_checkpoint_dir(ckpt, "one") is None
+    assert "fingerprint.json is unreadable" in caplog.text
+    assert not list(ckpt.glob("*.ckpt"))
+    assert json.loads((ckpt / "fingerprint.json").read_text()) == {"fingerprint": "one"}
+    assert prepare_checkpoint_dir(ckpt, "one") is None  # readable again: no crash, no resume
+
+
+class _Planted:
+    """What a crafted checkpoint holds: unpickling it creates the marker file."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_a_crafted_checkpoint_is_refused_before_it_can_run_code(tmp_path, tiny_splits, tiny_params):
+    """Decision: stop with one line (not skip it and train): a checkpoint this pipeline
+    did not write deserves a look. Nothing in it is unpickled, so the marker never
+    appears; deleting the file lets training resume from an earlier epoch."""
+    with pytest.raises(Killed):
+        train_classifier(tiny_splits, tiny_params, tmp_path / "c", extra_callbacks=[KillAtEpoch(2)])
+    marker = tmp_path / "pwned"
+    torch.save({"state_dict": {}, "payload": _Planted(marker)}, tmp_path / "c" / "last.ckpt")
+    with pytest.raises(PipelineError) as refused:
+        train_classifier(tiny_splits, tiny_params, tmp_path / "c")
+    message = str(refused.value)
+    assert (
+        "\n" not in message and "last.ckpt" in message and "not written by this pipeline" in message
+    )
+    assert not marker.exists()
+    # Lightning's own loading on resume (trainer.fit(..., weights_only=True)) refuses too
+    with pytest.raises(pickle.UnpicklingError):
+        CanonicalCheckpointIO().load_checkpoint(tmp_path / "c" / "last.ckpt", weights_only=True)
+    assert not marker.exists()
+    (tmp_path / "c" / "last.ckpt").unlink()
+    resumed = train_classifier(tiny_splits, tiny_params, tmp_path / "c")
+    assert resumed.resumed_from == tmp_path / "c" / "epoch-002.ckpt"
+    assert not marker.exists()
+
+
+def test_checkpoint_writes_leave_no_temporary_file_in_the_tracked_folder(tmp_path, tiny_splits):
+    """Inside a DVC workspace the checkpoint writer's temporary files go to `.tmp/`."""
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    params = parse_params(
+        {
+            "seed": 1,
+            "classifier": {"epochs": 1, "batch_size": 64, "tracked_instances": 5},
+            "trainer": {"accelerator": "cpu", "devices": 1},
+        }
+    )
+    train_classifier(tiny_splits, params, tmp_path / "models" / "ckpt")
+    names = sorted(p.name for p in (tmp_path / "models" / "ckpt").iterdir())
+    assert names == ["epoch-001.ckpt", "fingerprint.json", "last.ckpt"]
+    assert list((tmp_path / ".tmp").iterdir()) == []  # moved into place, none left over
 
 
 def test_lightning_checkpoints_only_through_our_epoch_checkpoint(tmp_path):

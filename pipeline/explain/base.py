@@ -39,9 +39,12 @@ Direction = Literal["higher", "lower"]
 
 class MethodParams(BaseModel):
     """Base of every explanation's params: unknown keys are errors (a renamed key must
-    not be silently ignored), values are frozen once validated."""
+    not be silently ignored), values are frozen once validated. Strict types: `true` is
+    not the number 1 and `3.0` not the count 3 (an int is still a float); inf and nan
+    are refused, as they pass every bound and break the computation later. The same
+    settings as `pipeline.params._Strict`, which validates the other groups."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 class BatchedParams(MethodParams):
@@ -82,6 +85,8 @@ class Explanation:
     seeded: ClassVar[bool] = False  # uses the pipeline seed (sampling, initialisation)
     # its `layer` / `layers` params must name conv layers (N×C×H×W activations)
     needs_spatial_layer: ClassVar[bool] = False
+    # ... and layers whose activations are never negative (after a ReLU or a max-pool)
+    needs_nonnegative_layer: ClassVar[bool] = False
     # names its `layer` / `layers` params accept besides the classifier's layers
     extra_layer_names: ClassVar[tuple[str, ...]] = ()
     # metrics the computation reports, with the direction in which each is better

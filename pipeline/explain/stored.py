@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.errors import PipelineError
-from pipeline.io import write_npz
+from pipeline.io import read_npz, write_npz
 
 
 @dataclass
@@ -36,19 +36,17 @@ class StoredAttributions:
 
     @classmethod
     def load(cls, path: str | Path) -> StoredAttributions:
+        """A method's stored maps; a missing or corrupt file is a one-line PipelineError
+        naming the explain stage that rewrites it."""
         path = Path(path)
+        stage = f"explain@{path.stem}"
         if not path.is_file():
-            raise PipelineError(
-                f"{path} not found: run its explain stage (`dvc repro explain@{path.stem}`)"
-            )
-        try:
-            with np.load(path) as z:
-                return cls(
-                    method=str(z["method"]),
-                    predicted=z["predicted"],
-                    true=z["true"],
-                    true_rows=z["true_rows"],
-                    extras={k[6:]: z[k] for k in z.files if k.startswith("extra_")},
-                )
-        except (OSError, KeyError, ValueError) as exc:
-            raise PipelineError(f"{path} is corrupt ({exc}); rerun its explain stage") from None
+            raise PipelineError(f"{path} not found: run its explain stage (`dvc repro {stage}`)")
+        z = read_npz(path, stage=stage, required=("method", "predicted", "true", "true_rows"))
+        return cls(
+            method=str(z["method"]),
+            predicted=z["predicted"],
+            true=z["true"],
+            true_rows=z["true_rows"],
+            extras={k[6:]: v for k, v in z.items() if k.startswith("extra_")},
+        )

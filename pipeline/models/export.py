@@ -3,14 +3,13 @@ with `weights_only=True` and without Lightning, so downstream stages start fast.
 
 from __future__ import annotations
 
-import pickle
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
-from pipeline.errors import PipelineError
-from pipeline.io import write_torch
+from pipeline.errors import ParamsError, PipelineError
+from pipeline.io import STORED_READ_ERRORS, corrupt_file_error, write_torch
 from pipeline.models.archs import ImageClassifier, ImageShape, build_classifier
 
 
@@ -29,15 +28,20 @@ def save_classifier(
 
 
 def load_classifier(path: str | Path) -> tuple[ImageClassifier, list[str]]:
-    """Rebuild the trained classifier in eval mode, with its class names."""
+    """Rebuild the trained classifier in eval mode, with its class names. Loaded with
+    `weights_only=True`: a file whose pickle would run code is refused, and a missing,
+    cut-short or overwritten file is a one-line PipelineError naming the stage to rerun."""
     path = Path(path)
     if not path.is_file():
         raise PipelineError(f"{path} not found: run the classifier stage (`dvc repro classifier`)")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-        shape: ImageShape = tuple(payload["input_shape"])  # type: ignore[assignment]
-        net = build_classifier(payload["arch"], shape, payload["num_classes"])
+        shape: ImageShape = tuple(int(d) for d in payload["input_shape"])  # type: ignore[assignment]
+        net = build_classifier(str(payload["arch"]), shape, int(payload["num_classes"]))
         net.load_state_dict(payload["state_dict"])
-    except (RuntimeError, KeyError, EOFError, OSError, pickle.UnpicklingError) as exc:
-        raise PipelineError(f"{path} is corrupt ({exc}); rerun `dvc repro -f classifier`") from None
-    return net.eval(), list(payload["class_names"])
+        names = [str(name) for name in payload["class_names"]]
+    except (*STORED_READ_ERRORS, RuntimeError, AttributeError) as exc:
+        raise corrupt_file_error(path, exc, "classifier") from None
+    except ParamsError as exc:  # an arch or shape this code does not build
+        raise corrupt_file_error(path, str(exc), "classifier") from None
+    return net.eval(), names

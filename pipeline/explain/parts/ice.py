@@ -372,6 +372,7 @@ class Ice(InsidePart):
     reference = "Zhang et al. 2021, Invertible Concept-based Explanations (arXiv 2006.15417)"
     seeded = True  # the fitted images and the NMF initialisation
     needs_spatial_layer = True
+    needs_nonnegative_layer = True  # NMF factorises non-negative activations
     scores = (
         Score("relative_activation_error", "NMF reconstruction error of the activations", "lower"),
         Score("relative_logit_error", "logit error with the concepts shown", "lower"),

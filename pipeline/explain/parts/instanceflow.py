@@ -29,7 +29,9 @@ class InstanceFlowParams(MethodParams):
         6, ge=2, description="Sankey columns (first and last epoch always included)"
     )
     classes: list[Annotated[int, Field(ge=0)]] | None = Field(
-        None, description="class indices shown as nodes (others merged); null = all"
+        None,
+        min_length=1,  # [] would merge every class into one node; null = all
+        description="class indices shown as nodes (others merged); null = all",
     )
     unstable: int = Field(
         8, gt=0, description="most unstable instances drawn with their trajectories"
