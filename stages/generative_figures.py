@@ -1,22 +1,63 @@
-"""DVC stage `generative_figures`: one figure of sample reconstructions per generative
-model (VAE, reference VAE, every ClaDec, variational ClaDec and RefAE), drawn from the
-arrays each model's stage stores in explanations/generative/; restyling them retrains
-nothing."""
+"""DVC stage `generative_figures`: what the generative models show, drawn from what
+their stages stored (restyling retrains nothing):
+
+- one figure of sample reconstructions per model (VAE, reference VAE, every ClaDec,
+  variational ClaDec and RefAE), from explanations/generative/;
+- the ClaDec table, a row per (layer, alpha) and RefAE, from metrics/generative/, with
+  the alpha trade-off figure.
+
+One process for both: starting a stage costs more than either drawing."""
 
 from __future__ import annotations
 
+import json
 import logging
 
 from pipeline.errors import PipelineError
+from pipeline.figures.alpha_tradeoff import PANELS, plot_alpha_tradeoff
 from pipeline.figures.common import save_figure
 from pipeline.figures.reconstructions import plot_stored_reconstructions
-from pipeline.io import read_npz
+from pipeline.io import read_npz, write_csv, write_text
 from pipeline.params import load_params
-from pipeline.tracking import stage_run
+from pipeline.tables import markdown_table
+from pipeline.tracking import StageRun, stage_run
 from stages import paths
 from stages.runner import run_stage
 
 log = logging.getLogger("stages.generative_figures")
+COLUMNS = ["kind", "layer", "alpha", *(key for key, _ in PANELS)]
+
+
+def cladec_rows() -> list[dict]:
+    """Every ClaDec decoder's and RefAE's metrics, by layer, RefAE last, by alpha."""
+    rows = []
+    for file in sorted(paths.GENERATIVE_METRICS.glob("*.json")):
+        record = json.loads(file.read_text())
+        if record.get("kind") in ("cladec", "refae"):
+            rows.append(record)
+    if not rows:
+        raise PipelineError(
+            f"no ClaDec or RefAE metrics in {paths.GENERATIVE_METRICS}: "
+            "run the cladec and refae stages first"
+        )
+    return sorted(rows, key=lambda r: (r["layer"], r["kind"] == "refae", r["alpha"] or 0.0))
+
+
+def write_cladec_table(rows: list[dict], run: StageRun) -> None:
+    write_csv(paths.CLADEC_TABLE, rows, COLUMNS)
+    cells = [
+        [r["kind"], r["layer"], "—" if r["alpha"] is None else f"{r['alpha']:g}"]
+        + [f"{r[key]:.4f}" for key, _ in PANELS]
+        for r in rows
+    ]
+    write_text(paths.CLADEC_TABLE_MD, markdown_table(COLUMNS, cells))
+    save_figure(
+        plot_alpha_tradeoff(rows, "ClaDec: what the decoders keep, by alpha"),
+        paths.CLADEC_ALPHA_FIG,
+    )
+    for path in (paths.CLADEC_TABLE, paths.CLADEC_TABLE_MD):
+        run.log_artifact(path, "tables")
+    run.log_artifact(paths.CLADEC_ALPHA_FIG, "figures")
 
 
 def main() -> None:
@@ -27,6 +68,7 @@ def main() -> None:
             f"no stored reconstructions in {paths.GENERATIVE_SAMPLES}: run the vae, cladec "
             "and refae stages first (`dvc repro generative_figures` runs them)"
         )
+    rows = cladec_rows()  # every input checked before any work
     stored = {file.stem: read_npz(file) for file in files}
     dataset = str(next(iter(stored.values()))["dataset"])
     with stage_run("generative_figures", params.tracking.experiment, dataset, {}) as run:
@@ -35,7 +77,16 @@ def main() -> None:
                 plot_stored_reconstructions(arrays), paths.GENERATIVE_FIGURES / f"{slug}.png"
             )
             run.log_artifact(path, "figures")
-    log.info("%d figures -> %s", len(stored), paths.GENERATIVE_FIGURES)
+        write_cladec_table(rows, run)
+        run.log_metrics({"models": len(stored), "cladec_table_rows": len(rows)})
+    log.info(
+        "%d figures -> %s; %d rows -> %s, %s",
+        len(stored),
+        paths.GENERATIVE_FIGURES,
+        len(rows),
+        paths.CLADEC_TABLE,
+        paths.CLADEC_ALPHA_FIG,
+    )
 
 
 if __name__ == "__main__":

@@ -277,7 +277,6 @@ FIGURE_STAGES = {
     "data_figures",
     "classifier_figures",
     "generative_figures",
-    "cladec_report",
     "attribution_figures",
     "evaluate_figure",
     "inside_figures",

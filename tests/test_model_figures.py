@@ -91,15 +91,35 @@ def test_figure_stages_draw_from_stored_files_alone(tmp_path, tiny_splits):
             tmp_path / f"explanations/generative/{slug}.npz",
             **stored_reconstructions(slug.replace("_", "/"), config),
         )
+    scores = {"mse_per_pixel": 0.02, "sse_per_image": 15.7, "classifier_ce": 0.3}
+    for slug, record in (
+        ("cladec_dense-0.5", {"kind": "cladec", "layer": "dense", "alpha": 0.5}),
+        ("cladec_dense-0.0", {"kind": "cladec", "layer": "dense", "alpha": 0.0}),
+        ("refae_dense", {"kind": "refae", "layer": "dense", "alpha": None}),
+        ("vae", {"kind": "vae"}),  # not a ClaDec row
+    ):
+        write_json(
+            tmp_path / f"metrics/generative/{slug}.json",
+            {**record, **scores, "classifier_accuracy": 0.9},
+        )
     for stage in ("data_figures", "classifier_figures", "generative_figures"):
         result = run_stage(stage, tmp_path)
         assert result.returncode == 0, result.stderr
+    table = (tmp_path / "reports/cladec_table.csv").read_text().splitlines()
+    # by layer, ClaDec by alpha, RefAE last; the VAE is not a row
+    assert [row.split(",")[:3] for row in table[1:]] == [
+        ["cladec", "dense", "0.0"],
+        ["cladec", "dense", "0.5"],
+        ["refae", "dense", ""],
+    ]
+    assert "| refae | dense | — |" in (tmp_path / "reports/cladec_table.md").read_text()
     for png in (
         "data_samples.png",
         "classifier_curves.png",
         "classifier_confusion.png",
         "generative/vae.png",
         "generative/refae_dense.png",
+        "cladec_alpha_tradeoff.png",
     ):
         assert (tmp_path / "reports/figures" / png).stat().st_size > 2000, png
     assert not (tmp_path / "models").exists()  # nothing was trained or loaded

@@ -110,7 +110,8 @@ def test_dvc_matrix_expands_to_one_stage_per_layer_and_alpha():
     assert len(expected) == 8
     assert {f"refae@{layer}" for layer in params["layers"]} <= set(out)
     assert {f"vcladec@{layer}" for layer in params["variational"]["layers"]} <= set(out)
-    assert {"data", "classifier", "vae", "refvae", "cladec_report"} <= set(out)
+    assert {"data", "classifier", "vae", "refvae", "generative_figures"} <= set(out)
+    assert "cladec_report" not in out  # the ClaDec table is drawn by generative_figures
     assert {"data_figures", "classifier_figures", "generative_figures"} <= set(out)
     methods = yaml.safe_load((REPO / "params.yaml").read_text())["explain"]["methods"]
     assert {f"explain@{m}" for m in methods} == {n for n in out if n.startswith("explain@")}
