@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -16,6 +15,7 @@ from pathlib import Path
 import mlflow
 import pytest
 import yaml
+from repo_copy import copy_tracked_files
 
 pytestmark = pytest.mark.e2e
 
@@ -45,18 +45,7 @@ def sh(args: list[str], cwd: Path, timeout: int = 600) -> str:
 def workspace(tmp_path_factory) -> Path:
     """A fresh clone-like copy: tracked files only, small params, one git commit."""
     root = tmp_path_factory.mktemp("e2e") / "repo"
-    files = subprocess.run(
-        ["git", "ls-files", "-co", "--exclude-standard"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()
-    for name in files:
-        if (REPO / name).is_file() and not name.startswith(("metrics/", "plots/")):
-            (root / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / name, root / name)
-    (root / "dvc.lock").unlink(missing_ok=True)
+    copy_tracked_files(root)
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["data"]["max_samples"] = 400
     params["classifier"].update(epochs=2, batch_size=32, tracked_instances=25)

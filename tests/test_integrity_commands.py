@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ from typing import Any
 
 import pytest
 import yaml
+from repo_copy import copy_tracked_files
 
 from pipeline.errors import PipelineError
 from pipeline.params import load_params
@@ -222,18 +222,7 @@ def _errors(output: str) -> list[str]:
 def _copy_repo(root: Path, **groups: dict[str, Any]) -> Path:
     """Tracked and new files (not metrics/, plots/, dvc.lock) in a fresh git repo, with
     the params groups updated."""
-    files = subprocess.run(
-        ["git", "ls-files", "-co", "--exclude-standard"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.splitlines()
-    for name in files:
-        if (REPO / name).is_file() and not name.startswith(("metrics/", "plots/")):
-            (root / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / name, root / name)
-    (root / "dvc.lock").unlink(missing_ok=True)
+    copy_tracked_files(root)
     _write_params(root, **groups)
     for args in (
         ["git", "init", "-q"],
