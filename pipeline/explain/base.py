@@ -117,8 +117,6 @@ class AttributionMethod(Explanation):
     signed: ClassVar[bool]  # maps carry evidence for (+) and against (-) the class
     # needs a sample of training images; its params then have a `background` count
     needs_background: ClassVar[bool] = False
-    # settings that change only the drawing: the explain stage ignores them
-    display_only: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, seed: int = 0, background: Tensor | None = None) -> None:
         self.seed = seed

@@ -201,7 +201,6 @@ class Lime(AttributionMethod):
     reference = "Ribeiro et al. 2016; the lime package's LimeImageExplainer"
     signed = True
     seeded = True
-    display_only = ("features",)
     scores = (Score("surrogate_r2", "surrogate R²", "higher"),)
 
     def attribute(
