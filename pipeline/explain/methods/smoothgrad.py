@@ -15,7 +15,12 @@ from typing import TYPE_CHECKING, ClassVar
 
 from pydantic import Field
 
-from pipeline.explain.base import AttributionMethod, Attributions, BatchedParams
+from pipeline.explain.base import (
+    AttributionMethod,
+    Attributions,
+    BatchedParams,
+    gradients_in_batches,
+)
 
 if TYPE_CHECKING:
     from torch import Tensor, nn
@@ -55,23 +60,23 @@ class SmoothGrad(AttributionMethod):
         from captum.attr import NoiseTunnel
         from captum.attr import Saliency as CaptumSaliency
 
+        if len(images) == 0:
+            return Attributions(np.zeros(tuple(images.shape), np.float32))
         method = NoiseTunnel(CaptumSaliency(model))
-        per_pass = max(1, p.batch_size // p.samples)
-        out = []
         cuda = [images.device.index or 0] if images.device.type == "cuda" else []
         with torch.random.fork_rng(devices=cuda):
             torch.manual_seed(self.seed)
-            for start in range(0, len(images), per_pass):
-                x = images[start : start + per_pass].clone().requires_grad_(True)
-                with torch.enable_grad():
-                    attr = method.attribute(
-                        x,
-                        nt_type="smoothgrad",
-                        nt_samples=p.samples,
-                        stdevs=p.stdevs,
-                        target=targets[start : start + per_pass],
-                        abs=p.absolute,
-                    )
-                out.append(attr.detach().float().cpu())
-        maps = torch.cat(out).numpy() if out else np.zeros(tuple(images.shape), np.float32)
+            maps = gradients_in_batches(
+                lambda x, t: method.attribute(
+                    x,
+                    nt_type="smoothgrad",
+                    nt_samples=p.samples,
+                    stdevs=p.stdevs,
+                    target=t,
+                    abs=p.absolute,
+                ),
+                images,
+                targets,
+                max(1, p.batch_size // p.samples),
+            )
         return Attributions(maps)
