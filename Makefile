@@ -39,6 +39,11 @@ ui: $(STAMP)
 bench: $(STAMP)
 	python benchmarks/lightning_overhead.py
 	python benchmarks/lime_vs_package.py
+	python benchmarks/road_speed.py
+	# Quantus without its dependencies: they are pinned already, and its opencv-python
+	# would overwrite the pinned opencv-python-headless (benchmarks/requirements.txt)
+	$(PY) -m pip install --quiet --no-deps -r benchmarks/requirements.txt
+	python benchmarks/cross_checks.py
 
 # Re-pin every dependency from pyproject.toml's ranges (needs the package index).
 lock:

@@ -28,7 +28,7 @@ from pipeline.models.archs import ImageClassifier, LayerEncoder
 from pipeline.models.generative_lightning import ClaDecModule, RefAEModule, VAEModule
 from pipeline.models.generative_nets import code_shape, kl_divergence
 from pipeline.params import Params
-from pipeline.training import InMemoryImages, fit
+from pipeline.training import EarlyStop, FitResult, InMemoryImages, fit
 
 MODEL_CODE = [inspect.getfile(m) for m in (archs, generative_lightning, generative_nets, training)]
 SAMPLES = 10  # test images in each model's reconstruction figure
@@ -126,12 +126,30 @@ def sample_reconstructions(
 
 @dataclass
 class Trained:
-    """A trained generative model, its history per training epoch and its test-split decodings."""
+    """A trained generative model, its history per training epoch and its test-split
+    decodings; with early stopping, whether it stopped before its cap and the epoch whose
+    weights it kept."""
 
     module: pl.LightningModule
     history: list[dict[str, float]]
     decoded_test: Tensor  # reconstructions of the test split, in [0, 1]
     resumed_from: Path | None
+    stopped_early: bool | None = None  # None: trained a fixed number of epochs
+    best_epoch: int | None = None
+
+    def training_record(self) -> dict[str, Any]:
+        """What the metrics file says about the training: epochs run, and with early
+        stopping whether it stopped before its cap and the epoch it kept."""
+        record: dict[str, Any] = {"training_epochs": len(self.history)}
+        if self.stopped_early is not None:
+            record.update(stopped_early=self.stopped_early, best_epoch=self.best_epoch)
+        return record
+
+
+def _early_stop(params: Params) -> EarlyStop:
+    """The decoders' early-stopping setting (cladec.max_epochs, patience, min_delta)."""
+    cfg = params.cladec
+    return EarlyStop(max_epochs=cfg.max_epochs, patience=cfg.patience, min_delta=cfg.min_delta)
 
 
 def _fit(
@@ -143,23 +161,30 @@ def _fit(
     checkpoint_dir: str | Path,
     config: dict[str, Any],
     logger: Any,
-) -> tuple[list[dict], Path | None]:
-    """fit() with the settings of a params group (vae or cladec)."""
-    result = fit(
+    early_stop: EarlyStop | None = None,
+) -> FitResult:
+    """fit() with the settings of a params group (vae: its epochs; cladec: early stopping)."""
+    return fit(
         module,
         train,
         val,
         trainer_params=params.trainer,
         seed=params.seed,
-        epochs=group.epochs,
+        epochs=early_stop.max_epochs if early_stop else group.epochs,
         batch_size=group.batch_size,
         checkpoint_dir=checkpoint_dir,
         config=config,
         code=MODEL_CODE,
         history_keys=HISTORY_KEYS,
         logger=logger,
+        early_stop=early_stop,
     )
-    return result.history, result.resumed_from
+
+
+def _trained(module: pl.LightningModule, result: FitResult, decoded: Tensor) -> Trained:
+    """A Trained from fit()'s result and the test decodings."""
+    stopped = result.stopped_early if result.best_epoch is not None else None
+    return Trained(module, result.history, decoded, result.resumed_from, stopped, result.best_epoch)
 
 
 def _image_sets(
@@ -181,7 +206,7 @@ def train_vae(
     cfg = params.vae
     pl.seed_everything(params.seed, workers=True, verbose=False)
     module = VAEModule(splits.image_shape, latent_dim, cfg.beta, cfg.lr)
-    history, resumed = _fit(
+    result = _fit(
         module,
         *_image_sets(splits),
         params,
@@ -190,8 +215,7 @@ def train_vae(
         {"vae": cfg.model_dump(), "latent_dim": latent_dim},
         logger,
     )
-    decoded = batched(module.eval(), as_float_images(splits.x_test))
-    return Trained(module, history, decoded, resumed)
+    return _trained(module, result, batched(module.eval(), as_float_images(splits.x_test)))
 
 
 def train_cladec(
@@ -220,8 +244,9 @@ def train_cladec(
         cfg.lr,
         latent_dim=latent_dim,
         beta=beta,
+        reconstruction=cfg.reconstruction,
     )
-    history, resumed = _fit(
+    result = _fit(
         module,
         *_image_sets(splits, codes["train"], codes["val"]),
         params,
@@ -235,9 +260,9 @@ def train_cladec(
             "beta": beta,
         },
         logger,
+        _early_stop(params),
     )
-    decoded = batched(module.eval(), codes["test"])
-    return Trained(module, history, decoded, resumed)
+    return _trained(module, result, batched(module.eval(), codes["test"]))
 
 
 def train_refae(
@@ -262,8 +287,9 @@ def train_refae(
         cfg.lr,
         classifier.normalize.mean.flatten().tolist(),
         classifier.normalize.std.flatten().tolist(),
+        cfg.reconstruction,
     )
-    history, resumed = _fit(
+    result = _fit(
         module,
         *_image_sets(splits),
         params,
@@ -275,9 +301,9 @@ def train_refae(
             "layer": layer,
         },
         logger,
+        _early_stop(params),
     )
-    decoded = batched(module.eval(), as_float_images(splits.x_test))
-    return Trained(module, history, decoded, resumed)
+    return _trained(module, result, batched(module.eval(), as_float_images(splits.x_test)))
 
 
 def save_module(

@@ -204,8 +204,11 @@ class VariationalParams(_Strict):
 
 class ClaDecParams(_Strict):
     layers: LayerList = ["conv", "dense"]
-    alphas: Annotated[list[Fraction], Field(min_length=1)] = [0.0, 0.01, 0.5, 0.99]
-    epochs: PositiveInt = 2
+    alphas: Annotated[list[Fraction], Field(min_length=1)] = [0.0, 0.01, 0.5, 0.99, 0.999]
+    reconstruction: Literal["sse", "mse"] = "sse"  # per image (the reference's) or per pixel
+    max_epochs: PositiveInt = 40  # early stopping on the validation loss, capped here
+    patience: PositiveInt = 3
+    min_delta: Annotated[float, Field(ge=0, lt=1)] = 0.005  # relative to the best loss
     batch_size: PositiveInt = 64
     lr: PositiveFloat = 2e-3
     variational: VariationalParams = VariationalParams()
@@ -242,13 +245,48 @@ INSIDE_PARTS = tuple(INSIDE_CLASSES)
 InsideParams = _explanation_group("InsideParams", INSIDE_CLASSES)
 
 
+OpenFraction = Annotated[float, Field(gt=0, lt=1)]
+
+
 class EvaluateParams(_Strict):
+    images: Annotated[int, Field(ge=10)] = 200
     steps: Annotated[int, Field(ge=2)] = 28
     deletion_value: Fraction = 0.0
     insertion_blur_sigma: PositiveFloat = 4.0
+    road_percentages: Annotated[list[OpenFraction], Field(min_length=1)] = [
+        0.1,
+        0.2,
+        0.3,
+        0.4,
+        0.5,
+        0.6,
+        0.7,
+        0.8,
+        0.9,
+    ]
+    road_noise: Annotated[float, Field(ge=0, le=1)] = 0.01
     random_seeds: PositiveInt = 3
-    sanity_instances: PositiveInt = 6
+    sanity_images: Annotated[int, Field(ge=2)] = 50
+    sanity_seeds: PositiveInt = 3
     sanity_threshold: Annotated[float, Field(gt=-1, lt=1)] = 0.5
+    foreground_tolerance: Annotated[float, Field(ge=0, lt=1)] = 0.1
+    bootstrap: Annotated[int, Field(ge=100)] = 2000
+
+    @model_validator(mode="after")
+    def _sanity_images_are_evaluated(self) -> EvaluateParams:
+        """The sanity check runs on the first images of the evaluation set."""
+        if self.sanity_images > self.images:
+            raise KeyValueError(
+                "sanity_images",
+                self.sanity_images,
+                f"must be at most evaluate.images = {self.images} (the sanity check "
+                "uses the first images of the evaluation set)",
+            )
+        if self.road_percentages != sorted(self.road_percentages):
+            raise KeyValueError(
+                "road_percentages", self.road_percentages, "must be in increasing order"
+            )
+        return self
 
 
 def precision_problem(accelerator: str, precision: str) -> str | None:
@@ -356,7 +394,7 @@ class Params(_Strict):
             (
                 ("classifier.epochs", self.classifier.epochs),
                 ("vae.epochs", self.vae.epochs),
-                ("cladec.epochs", self.cladec.epochs),
+                ("cladec.max_epochs", self.cladec.max_epochs),
             ),
             key=lambda item: item[1],
         )

@@ -6,6 +6,12 @@ Reproducibility across a resume: each epoch's shuffling and dropout depend only 
 epoch k and resumed ends with the same weights as one that was never interrupted, and
 writes byte-identical checkpoints (`canonical`), so DVC reruns nothing downstream.
 
+Early stopping (optional, `EarlyStop`): Lightning's EarlyStopping on the validation loss,
+capped by a maximum number of epochs; its state (best loss, epochs without improvement)
+is saved in every checkpoint, so a resumed run stops at the same epoch, and a run that
+had already stopped trains no further. The best epoch's weights are what `fit` leaves in
+the module.
+
 Checkpoints are read with `weights_only=True` only (a checkpoint can come from a DVC
 remote): one that holds anything else stops the training with one line (see
 `prepare_checkpoint_dir`).
@@ -19,14 +25,14 @@ import logging
 import shutil
 import sys
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import Callback, Checkpoint
+from pytorch_lightning.callbacks import Callback, Checkpoint, EarlyStopping
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
@@ -260,6 +266,47 @@ class CanonicalCheckpointIO(TorchCheckpointIO):
         write_torch(path, canonical(checkpoint))
 
 
+@dataclass(frozen=True)
+class EarlyStop:
+    """Stop when the validation loss has not fallen below the best so far by more than
+    the fraction `min_delta` of it for `patience` epochs in a row, or after `max_epochs`.
+    Relative, so one setting fits losses of any scale (a ClaDec's loss at alpha 0.999 is
+    about 100 times smaller than at alpha 0)."""
+
+    max_epochs: int
+    patience: int
+    min_delta: float = 0.0
+    monitor: str = "val_loss"
+
+
+class ResumableEarlyStopping(EarlyStopping):
+    """Lightning's EarlyStopping (its state rides in every checkpoint), checked at the end
+    of each training epoch, before `EpochCheckpoint` writes, so each epoch's file holds
+    that epoch's decision. A run resumed from the checkpoint of an epoch that decided to
+    stop trains no further: Lightning does not save `trainer.should_stop`, and without
+    this the resumed run would train one more epoch than the uninterrupted one."""
+
+    def __init__(self, setting: EarlyStop) -> None:
+        super().__init__(
+            monitor=setting.monitor,
+            patience=setting.patience,
+            mode="min",
+            check_on_train_epoch_end=True,
+        )
+        self.relative_delta = setting.min_delta
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.stopped_epoch > 0 or self.wait_count >= self.patience:
+            trainer.should_stop = True
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Lightning's check with its absolute `min_delta` (negative in "min" mode) set
+        from the relative one and the best loss so far (restored from the checkpoint)."""
+        best = float(self.best_score)
+        self.min_delta = -self.relative_delta * abs(best) if np.isfinite(best) else 0.0
+        super().on_train_epoch_end(trainer, pl_module)
+
+
 @runtime_checkable
 class ResumableLogger(Protocol):
     """A logger that wants to know which training it logs: `pipeline.tracking`'s, which
@@ -343,6 +390,25 @@ def prepare_checkpoint_dir(dirpath: str | Path, run_fingerprint: str) -> Path | 
 class FitResult:
     history: list[dict[str, float]]  # one row of epoch metrics per epoch
     resumed_from: Path | None
+    stopped_early: bool = False  # early stopping ended it before its maximum of epochs
+    best_epoch: int | None = None  # with early stopping: the epoch whose weights it kept
+
+
+def best_epoch(history: Sequence[dict[str, float]], monitor: str = "val_loss") -> int:
+    """The (first) epoch with the lowest monitored value: the weights early stopping keeps."""
+    scored = [(row[monitor], int(row["epoch"])) for row in history if monitor in row]
+    if not scored:
+        raise ValueError(f"no epoch recorded {monitor!r}: early stopping needs it")
+    return min(scored)[1]
+
+
+def restore_epoch(module: pl.LightningModule, checkpoint_dir: str | Path, epoch: int) -> None:
+    """Load the weights an epoch's checkpoint holds into the module (weights only),
+    through the module's `on_load_checkpoint` as Lightning's own restore does."""
+    path = Path(checkpoint_dir) / epoch_checkpoint_name(epoch)
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    module.on_load_checkpoint(checkpoint)
+    module.load_state_dict(checkpoint["state_dict"])
 
 
 def fit(
@@ -360,13 +426,22 @@ def fit(
     history_keys: Sequence[str],
     logger: Any = False,
     callbacks: Sequence[Callback] = (),
+    early_stop: EarlyStop | None = None,
 ) -> FitResult:
     """Train with a checkpoint per epoch, resuming an interrupted run whose fingerprint
-    (config, seed, precision, training and validation tensors, model code) matches;
-    every model stage trains through here."""
+    (config, seed, precision, early stopping, training and validation tensors, model
+    code) matches; every model stage trains through here. Without `early_stop`, exactly
+    `epochs` epochs and the last weights; with it, at most `early_stop.max_epochs`
+    (`epochs` is ignored) and the module ends with the best validation epoch's weights:
+    the epochs after it only confirmed the plateau, and the last ones would make the
+    exported decoder depend on the patience."""
     datamodule = ImageDataModule(train, val, batch_size, seed, trainer_params.num_workers)
+    settings = {"seed": seed, **config, "precision": trainer_params.precision}
+    if early_stop is not None:  # only then: runs without it keep their fingerprints
+        settings["early_stop"] = asdict(early_stop)
+        epochs = early_stop.max_epochs
     run_fingerprint = fingerprint(
-        {"seed": seed, **config, "precision": trainer_params.precision},
+        settings,
         arrays=(train.images, train.labels, *train.extras, val.images),
         code=code,
     )
@@ -376,15 +451,25 @@ def fit(
     if isinstance(logger, ResumableLogger):
         logger.continue_training(run_fingerprint, Path(checkpoint_dir), resume is not None)
     history = HistoryRecorder(history_keys)
+    stopper = [] if early_stop is None else [ResumableEarlyStopping(early_stop)]
     trainer = make_trainer(
         trainer_params,
         epochs,
-        [EpochSeed(seed), history, *callbacks, EpochCheckpoint(checkpoint_dir)],
+        [EpochSeed(seed), history, *callbacks, *stopper, EpochCheckpoint(checkpoint_dir)],
         logger=logger,
     )
     # weights_only=True reaches torch.load through Lightning's checkpoint IO (2.6)
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True)
-    return FitResult(history=history.rows, resumed_from=resume)
+    if early_stop is None:
+        return FitResult(history=history.rows, resumed_from=resume)
+    best = best_epoch(history.rows, early_stop.monitor)
+    restore_epoch(module, checkpoint_dir, best)
+    return FitResult(
+        history=history.rows,
+        resumed_from=resume,
+        stopped_early=len(history.rows) < early_stop.max_epochs,
+        best_epoch=best,
+    )
 
 
 def make_trainer(

@@ -6,12 +6,13 @@ from __future__ import annotations
 import csv
 import json
 import logging
+from pathlib import Path
 
 import numpy as np
 
 from pipeline.errors import PipelineError
 from pipeline.figures.common import save_figure
-from pipeline.figures.evaluation import plot_evaluation
+from pipeline.figures.evaluation import CURVE_PANELS, plot_evaluation
 from pipeline.params import load_params
 from pipeline.tracking import stage_run
 from stages import paths
@@ -20,9 +21,19 @@ from stages.runner import run_stage
 log = logging.getLogger("stages.evaluate_figure")
 
 
-def _read(path) -> list[dict[str, str]]:
+def _read(path: Path) -> list[dict[str, str]]:
     with open(path, newline="") as handle:
         return list(csv.DictReader(handle))
+
+
+def _curve(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(x, mean probability) of one curve CSV (its first column is the x axis)."""
+    rows = _read(path)
+    x_name = next(iter(rows[0])) if rows else "fraction"
+    return (
+        np.array([float(r[x_name]) for r in rows]),
+        np.array([float(r["probability"]) for r in rows]),
+    )
 
 
 def main() -> None:
@@ -30,13 +41,12 @@ def main() -> None:
     if not paths.EVALUATE_METRICS.is_file():
         raise PipelineError(f"{paths.EVALUATE_METRICS} not found: run `dvc repro evaluate`")
     scores = json.loads(paths.EVALUATE_METRICS.read_text())["methods"]
-    curves: dict[str, dict[str, np.ndarray]] = {"deletion": {}, "insertion": {}}
-    fractions = np.zeros(0)
-    for kind in curves:
+    curves = {}
+    for kind, _, _ in CURVE_PANELS:
+        by_method, x = {}, np.zeros(0)
         for name in scores:
-            rows = _read(paths.EVALUATE_PLOTS / kind / f"{name}.csv")
-            fractions = np.array([float(r["fraction"]) for r in rows])
-            curves[kind][name] = np.array([float(r["probability"]) for r in rows])
+            x, by_method[name] = _curve(paths.EVALUATE_PLOTS / kind / f"{name}.csv")
+        curves[kind] = (x, by_method)
     sanity = {}
     for name in scores:
         file = paths.EVALUATE_PLOTS / "randomization" / f"{name}.csv"
@@ -49,9 +59,7 @@ def main() -> None:
         "evaluate_figure", params.tracking.experiment, params.data.dataset, logged
     ) as run:
         fig = plot_evaluation(
-            fractions,
-            curves["deletion"],
-            curves["insertion"],
+            curves,
             scores,
             sanity,
             params.evaluate.sanity_threshold,

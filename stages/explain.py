@@ -1,4 +1,7 @@
-"""DVC stage `explain@<method>`: one attribution method over the selected instances."""
+"""DVC stage `explain@<method>`: one attribution method over the selected instances (for
+the figures), and its evaluation: faithfulness on the evaluation set and the
+randomization sanity check (pipeline/evaluate/protocol.py). The evaluate stage only
+gathers these per-method results, so changing one method's params reruns one method."""
 
 from __future__ import annotations
 
@@ -7,8 +10,11 @@ import logging
 import time
 
 import numpy as np
+import torch
 
 from pipeline.data import Splits
+from pipeline.evaluate.protocol import evaluate_method
+from pipeline.evaluation_set import EvaluationSet
 from pipeline.explain.attribute_selection import attribute_selection, background_sample
 from pipeline.explain.registry import method_class
 from pipeline.inference import as_float_images
@@ -40,8 +46,14 @@ def main() -> None:
     p = getattr(params.explain, name)
     splits = Splits.load(paths.DATASET)
     selection = Selection.load(paths.SELECTION)
+    evaluated = EvaluationSet.load(paths.EVALUATION_SET)
     net, _ = load_classifier(paths.CLASSIFIER_MODEL)
-    logged = {"seed": params.seed, f"explain.{name}": p.model_dump(), "method": name}
+    logged = {
+        "seed": params.seed,
+        f"explain.{name}": p.model_dump(),
+        "method": name,
+        "evaluate": params.evaluate.model_dump(),
+    }
     with stage_run(f"explain@{name}", params.tracking.experiment, splits.dataset, logged) as run:
         background = None
         if cls.needs_background:
@@ -59,8 +71,30 @@ def main() -> None:
         seconds = time.perf_counter() - started
         out = paths.attribution_file(name)
         stored.save(out)
+        log.info(
+            "%s: evaluating on %d test images (sanity on %d, %d seeds)",
+            name,
+            len(evaluated),
+            min(params.evaluate.sanity_images, len(evaluated)),
+            params.evaluate.sanity_seeds,
+        )
+        started = time.perf_counter()
+        eval_images = as_float_images(splits.x_test[evaluated.indices])
+        eval_classes = torch.as_tensor(evaluated.predicted)
+
+        def attribute(model: torch.nn.Module, x: torch.Tensor, t: torch.Tensor) -> np.ndarray:
+            return method.attribute(model, x, t, p).maps
+
+        with torch.enable_grad():
+            eval_maps = attribute(net.eval(), eval_images, eval_classes)
+        evaluation = evaluate_method(
+            name, net, eval_images, eval_classes, eval_maps, attribute, params.evaluate, params.seed
+        )
+        evaluation.save(paths.evaluation_file(name))
+        evaluation_seconds = time.perf_counter() - started
         metrics: dict[str, float | int] = {
             "seconds": round(seconds, 3),
+            "evaluation_seconds": round(evaluation_seconds, 3),
             "instances": len(selection),
             "explanations": len(stored.predicted) + len(stored.true),
         }
@@ -69,12 +103,14 @@ def main() -> None:
         write_json(paths.EXPLAIN_METRICS / f"{name}.json", metrics)
         run.log_metrics(metrics)
     log.info(
-        "%s: %d explanations of %d instances in %.1f s -> %s",
+        "%s: %d explanations of %d instances in %.1f s -> %s; evaluated in %.1f s -> %s",
         name,
         metrics["explanations"],
         len(selection),
         seconds,
         out,
+        evaluation_seconds,
+        paths.evaluation_file(name),
     )
 
 

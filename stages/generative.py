@@ -42,7 +42,7 @@ def finish(
         **(extra_metrics or {}),
         **reconstruction_metrics(trained.decoded_test, splits.x_test, classifier, splits.y_test),
     }
-    record = {**config, **metrics, "training_epochs": len(trained.history)}
+    record = {**config, **metrics, **trained.training_record()}
     save_module(trained.module, config, paths.model_dir(name) / "model.pt")
     write_json(paths.GENERATIVE_METRICS / f"{slug}.json", record)
     write_csv(paths.GENERATIVE_PLOTS / f"{slug}.csv", trained.history, ["epoch", *HISTORY_KEYS])
@@ -53,11 +53,11 @@ def finish(
     run.log_metrics({k if k.startswith("test_") else f"test_{k}": v for k, v in metrics.items()})
     run.log_artifact(paths.GENERATIVE_METRICS / f"{slug}.json", "metrics")
     log.info(
-        "%s: test MSE/pixel %.4f, classifier accuracy on decoded %.3f, training epochs %d -> %s",
+        "%s: test SSE/image %.2f, classifier accuracy on decoded %.3f, %s -> %s",
         name,
-        metrics["mse_per_pixel"],
+        metrics["sse_per_image"],
         metrics["classifier_accuracy"],
-        len(trained.history),
+        ", ".join(f"{k} {v}" for k, v in trained.training_record().items()),
         paths.model_dir(name),
     )
     return record

@@ -42,6 +42,8 @@ def model_slug(name: str) -> str:
 
 SELECTION = Path("explanations/selection.npz")
 SELECTION_METRICS = Path("metrics/select.json")
+EVALUATION_SET = Path("explanations/evaluation_set.npz")
+EVALUATIONS = Path("explanations/evaluation")  # per-method, per-image scores
 ATTRIBUTIONS = Path("explanations/attributions")
 EXPLAIN_METRICS = Path("metrics/explain")
 EVALUATE_METRICS = Path("metrics/evaluate.json")
@@ -54,6 +56,11 @@ EVALUATE_FIG = Path("reports/figures/evaluate.png")
 def attribution_file(method: str) -> Path:
     """explanations/attributions/<method>.npz"""
     return ATTRIBUTIONS / f"{method}.npz"
+
+
+def evaluation_file(method: str) -> Path:
+    """explanations/evaluation/<method>.npz: the method's per-image scores."""
+    return EVALUATIONS / f"{method}.npz"
 
 
 # inside-the-model parts (pipeline/explain/parts/<part>.py; the registry lists them)

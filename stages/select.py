@@ -1,10 +1,12 @@
-"""DVC stage `select`: the test instances every explainer and figure works on."""
+"""DVC stage `select`: the test instances every explainer and figure works on, and the
+separate evaluation set the attribution methods are scored on."""
 
 from __future__ import annotations
 
 import logging
 
 from pipeline.data import Splits
+from pipeline.evaluation_set import evaluation_set
 from pipeline.inference import predict_proba
 from pipeline.io import write_json
 from pipeline.models.export import load_classifier
@@ -21,7 +23,11 @@ def main() -> None:
     params = load_params()
     splits = Splits.load(paths.DATASET)
     net, names = load_classifier(paths.CLASSIFIER_MODEL)
-    logged = {"seed": params.seed, "select": params.select.model_dump()}
+    logged = {
+        "seed": params.seed,
+        "select": params.select.model_dump(),
+        "evaluate.images": params.evaluate.images,
+    }
     with stage_run("select", params.tracking.experiment, splits.dataset, logged) as run:
         probabilities = predict_proba(net, splits.x_test)
         selection = select_instances(
@@ -34,17 +40,25 @@ def main() -> None:
             seed=params.seed,
         )
         selection.save(paths.SELECTION)
+        evaluated = evaluation_set(
+            splits.y_test, probabilities.argmax(1), params.evaluate.images, params.seed
+        )
+        evaluated.save(paths.EVALUATION_SET)
         summary = {
             "instances": len(selection),
             "correct": int((~selection.misclassified).sum()),
             "misclassified": int(selection.misclassified.sum()),
+            "evaluation_images": len(evaluated),
+            "evaluation_misclassified": int((evaluated.labels != evaluated.predicted).sum()),
             "confused_pairs": [
                 {"true": names[t], "predicted": names[p], "count": int(c)}
                 for t, p, c in selection.pairs
             ],
         }
         write_json(paths.SELECTION_METRICS, summary)
-        run.log_metrics({k: summary[k] for k in ("instances", "correct", "misclassified")})
+        run.log_metrics(
+            {k: summary[k] for k in ("instances", "correct", "misclassified", "evaluation_images")}
+        )
         run.log_artifact(paths.SELECTION_METRICS, "metrics")
     pairs = ", ".join(
         f"{p['true']}→{p['predicted']} ({p['count']})" for p in summary["confused_pairs"]
@@ -56,6 +70,11 @@ def main() -> None:
         summary["misclassified"],
         pairs or "none",
         paths.SELECTION,
+    )
+    log.info(
+        "evaluation set: %d test images stratified by class -> %s",
+        len(evaluated),
+        paths.EVALUATION_SET,
     )
 
 

@@ -50,12 +50,20 @@ def workspace(tmp_path_factory) -> Path:
     params["data"]["max_samples"] = 400
     params["classifier"].update(epochs=2, batch_size=32, tracked_instances=25)
     params["vae"].update(epochs=1, latent_dim=4)
-    params["cladec"].update(layers=["dense"], alphas=[0.0, 0.5], epochs=1)
+    params["cladec"].update(layers=["dense"], alphas=[0.0, 0.5], max_epochs=1)
     params["cladec"]["variational"]["layers"] = []  # an empty list turns it off
     params["select"].update(per_class=1, misclassified=2, confused_pairs=2)
     params["explain"]["methods"] = ["saliency", "gradcam", "lime"]
     params["explain"]["lime"]["samples"] = 100
-    params["evaluate"].update(steps=8, random_seeds=1, sanity_instances=2)
+    params["evaluate"].update(
+        images=20,
+        steps=8,
+        road_percentages=[0.25, 0.5, 0.75],
+        random_seeds=1,
+        sanity_images=4,
+        sanity_seeds=2,
+        bootstrap=200,
+    )
     params["inside"]["activation_max"]["iterations"] = 4
     params["inside"]["ice"].update(images=40, concepts=3, fidelity_concepts=[2, 4], examples=2)
     params["inside"]["vae_walks"].update(steps=4, pairs_per_class_pair=1)
@@ -149,8 +157,10 @@ def test_mlflow_holds_one_run_per_stage_with_params_curves_and_artifacts(workspa
 
 def test_generative_stages_write_the_cladec_table(workspace):
     table = (workspace / "reports/cladec_table.csv").read_text().splitlines()
-    assert (
-        table[0] == "kind,layer,alpha,mse_per_pixel,sse_per_image,classifier_ce,classifier_accuracy"
+    assert table[0] == (
+        "kind,layer,alpha,mse_per_pixel,sse_per_image,classifier_ce,classifier_accuracy,"
+        "training_epochs,stopped_early,best_epoch,"
+        "reference_sse_per_image,reference_classifier_ce,reference_accuracy"
     )
     assert [row.split(",")[:3] for row in table[1:]] == [
         ["cladec", "dense", "0.0"],
@@ -192,8 +202,12 @@ def test_explanations_are_computed_scored_and_drawn(workspace):
     scores = json.loads((workspace / "metrics/evaluate.json").read_text())["methods"]
     assert set(scores) == {"random", "saliency", "gradcam", "lime"}
     for method in ("saliency", "gradcam", "lime"):
-        assert 0 <= scores[method]["deletion_auc"] <= 1
-        assert isinstance(scores[method]["sanity_passed"], bool)
+        row = scores[method]
+        assert 0 <= row["deletion_auc_low"] <= row["deletion_auc"] <= row["deletion_auc_high"] <= 1
+        assert row["deletion_auc_n"] + row["constant_maps"] == row["images"] == 20
+        assert 0 <= row["road_morf_auc"] <= 1 and 0 <= row["road_lerf_auc"] <= 1
+        assert isinstance(row["sanity_passed"], bool) and row["sanity_seeds"] == 2
+        assert 1 <= row["sanity_spearman_all_n"] <= 4
     assert (workspace / "reports/figures/evaluate.png").stat().st_size > 10000
     assert "| saliency |" in (workspace / "reports/evaluate_table.md").read_text()
     (evaluate_run,) = runs(workspace, "evaluate")

@@ -14,19 +14,24 @@ import torch
 from torch import nn
 
 from pipeline.explain.parts.ice import (
+    PER_CLASS,
+    REFERENCE_EPSILON,
     Concepts,
     class_presence,
     class_weights,
     concept_scores,
     fidelity,
     fit_concepts,
+    metrics_row,
     reconstruct,
+    reference_fidelity,
     replace_layer_output,
     top_images,
     upsample,
 )
 from pipeline.figures.common import save_figure
 from pipeline.figures.ice import (
+    kept_note,
     plot_class_concepts,
     plot_concept_examples,
     plot_concept_heatmaps,
@@ -146,6 +151,83 @@ def test_fidelity_with_as_many_concepts_as_channels_is_near_perfect(
     assert one["relative_logit_error"] > result["relative_logit_error"]
 
 
+def test_reference_fidelity_by_hand_counts_each_class_s_own_logit() -> None:
+    """Class 0 (images 0, 1): own logits 2, 4 move by 1, 0 -> 0.5 / (3 + ε); class 1
+    (image 2): −3 moves to −1 -> 2 / (3 + ε), the sign of the mean dropped; image 1's
+    class-1 logit jumps by 5 but is not its own class's; class 2 has no images."""
+    logits = np.array([[2.0, 0.0, 1.0], [4.0, 0.0, 1.0], [0.0, -3.0, 1.0]])
+    rebuilt = np.array([[1.0, 0.0, 9.0], [4.0, 5.0, 1.0], [0.0, -1.0, 1.0]])
+    per_class = reference_fidelity(logits, torch.from_numpy(rebuilt), np.array([0, 0, 1]))
+    np.testing.assert_allclose(
+        per_class[:2], [0.5 / (3 + REFERENCE_EPSILON), 2 / (3 + REFERENCE_EPSILON)]
+    )
+    assert np.isnan(per_class[2])
+    np.testing.assert_array_equal(reference_fidelity(logits, logits, [0, 1, 2]), [0, 0, 0])
+    with pytest.raises(ValueError, match="labels"):
+        reference_fidelity(logits, rebuilt[:2], [0, 0])
+
+
+def pooled_linear(weight: np.ndarray) -> nn.Module:
+    """relu (the layer ICE reads) -> channel means -> logits = weight @ means: what the
+    model does after the layer is linear, so every error comes from the reconstruction."""
+    model = nn.Sequential(
+        OrderedDict(
+            relu=nn.ReLU(),
+            pool=nn.AdaptiveAvgPool2d(1),
+            flat=nn.Flatten(),
+            logits=nn.Linear(weight.shape[1], weight.shape[0], bias=False),
+        )
+    )
+    with torch.no_grad():
+        model.logits.weight.copy_(torch.as_tensor(weight))
+    return model.eval()
+
+
+def test_reference_fidelity_is_zero_for_exact_non_negative_factors() -> None:
+    """Activations that are exactly S @ W with non-negative rank-K factors: the true
+    components, or NMF of rank K, rebuild them, and the reference error vanishes; one
+    concept cannot, and its error does not."""
+    activations, truth = known_factors()
+    model = pooled_linear(np.random.default_rng(0).normal(size=(K, C)))
+    images = torch.from_numpy(activations)
+    labels = np.arange(N) % K
+    exact = fidelity(model, "relu", images, activations, Concepts(truth, K), labels)
+    assert exact["relative_activation_error"] < 1e-5
+    assert np.abs(exact[PER_CLASS]).max() < 1e-5 and exact["fidelity_reference"] < 1e-5
+    fitted = fit_concepts(activations, K, seed=0, max_iter=1000)
+    assert fidelity(model, "relu", images, activations, fitted, labels)["fidelity_reference"] < 2e-3
+    one = fidelity(model, "relu", images, activations, fit_concepts(activations, 1, 0), labels)
+    assert one["fidelity_reference"] > 0.1
+
+
+def test_fidelity_keeps_the_predictions_the_concepts_can_rebuild() -> None:
+    """Logit k = mean of channel k. Concepts span channels 0 and 1 only: images of
+    channel 0 or 1 rebuild exactly, the two class-2 images (channel 2 = 1, channel 1 =
+    0.5) lose channel 2 and flip to class 1. Image 3 is a channel-0 image labelled 1.
+    Agreement 8/10; accuracy 7/10 (original 9/10); reference fidelity: classes 0 and 1
+    keep their own logits (image 3's class-1 logit is 0 before and after), class 2's
+    logit falls from 1 to 0: 1 / (1 + ε)."""
+    channel = np.array([0, 0, 0, 0, 1, 1, 1, 1, 2, 2])
+    activations = np.zeros((10, 3, 2, 2), dtype=np.float32)
+    activations[np.arange(10), channel] = 1.0
+    activations[8:, 1] = 0.5
+    labels = np.array([0, 0, 0, 1, 1, 1, 1, 1, 2, 2])
+    concepts = Concepts(components=np.array([[2.0, 0.0, 0.0], [0.0, 1.0, 0.0]]), n_concepts=2)
+    images = torch.from_numpy(activations)
+    row = fidelity(pooled_linear(np.eye(3)), "relu", images, activations, concepts, labels)
+    assert row["accuracy_original"] == pytest.approx(0.9)
+    assert row["agreement"] == pytest.approx(0.8)
+    assert row["accuracy"] == pytest.approx(0.7)
+    np.testing.assert_allclose(row[PER_CLASS], [0, 0, 1 / (1 + REFERENCE_EPSILON)], atol=1e-6)
+    assert row["fidelity_reference"] == pytest.approx(1 / 3 / (1 + REFERENCE_EPSILON))
+    # ours: ‖Δ logits‖ / ‖logits‖ = ‖(1, 1)‖ / ‖(1, 1, 1, 1, 1, 1, 1, 1, √1.25, √1.25)‖
+    assert row["relative_logit_error"] == pytest.approx(np.sqrt(2 / (8 + 2 * 1.25)), rel=1e-5)
+    stored = metrics_row(row, ["zero", "one", "two"])
+    assert stored[PER_CLASS]["two"] == pytest.approx(1 / (1 + REFERENCE_EPSILON))
+    missing = metrics_row(row | {PER_CLASS: np.array([0.0, np.nan, 1.0])}, ["a", "b", "c"])
+    assert missing[PER_CLASS]["b"] is None  # JSON has no NaN
+
+
 def test_class_presence_counts_images_reaching_the_threshold() -> None:
     scores = np.zeros((4, 2, 2, 2))
     scores[0, 0, 0, 0] = 1.0  # concept 0's strongest image: class 0
@@ -211,14 +293,21 @@ def test_figures_are_written(tmp_path: Path) -> None:
             "accuracy_original": 0.9,
             "relative_logit_error": 1 / n,
             "agreement": 0.6 + n / 25,
+            "fidelity_reference": 0.8 / n,
         }
         for n in (8, 2, 4)
     ]
+    per_class = np.array([[0.1, np.nan, 0.2], [0.4, np.nan, 0.5], [0.2, np.nan, 0.3]])
+    note = kept_note(3, 0.7, 0.75, 0.9)
+    assert note == "3 concepts in place of the layer keep 75.0% of the predictions, " + (
+        "accuracy 0.700 (original 0.900)"
+    )
     figures = {
-        "heatmaps": plot_concept_heatmaps(images[:3], maps[:3], ["a", "b", "c"]),
-        "classes": plot_class_concepts(presence, weights, ["top", "middle", "bottom"]),
-        "examples": plot_concept_examples(images, top, bottom, maps),
-        "fidelity": plot_fidelity(rows),
+        "heatmaps": plot_concept_heatmaps(images[:3], maps[:3], ["a", "b", "c"], note),
+        "classes": plot_class_concepts(presence, weights, ["top", "middle", "bottom"], note),
+        "examples": plot_concept_examples(images, top, bottom, maps, note),
+        "fidelity": plot_fidelity(rows, per_class, ["a", "b", "c"], shown=4, layer="conv"),
+        "fidelity_ours_only": plot_fidelity(rows[:1]),
         "colour": plot_concept_heatmaps(
             rng.integers(0, 256, (2, 3, 16, 16), dtype=np.uint8), maps[:2], ["x", "y"]
         ),

@@ -304,22 +304,26 @@ def test_numbers_in_yaml_are_read_as_dvc_reads_them(tmp_path):
     assert lines[1].startswith(f"{path}: evaluate.insertion_blur_sigma = nan: ")
 
 
+EPOCH_KEYS = (("classifier", "epochs"), ("vae", "epochs"), ("cladec", "max_epochs"))
+
+
 def _all_epochs(raw: dict, epochs: int) -> dict:
-    for group in ("classifier", "vae", "cladec"):
-        raw[group]["epochs"] = epochs
+    for group, key in EPOCH_KEYS:
+        raw[group][key] = epochs
     return raw
 
 
 def test_seed_range_is_the_range_every_derived_seed_fits():
     """The split seeds with seed + 1 and training reseeds epoch e with seed + 7919 e;
     numpy and Lightning take seeds up to 2**32 - 1."""
-    epochs = max(repo_params()[g]["epochs"] for g in ("classifier", "vae", "cladec"))
+    raw = repo_params()
+    epochs, group, key = max((raw[g][k], g, k) for g, k in EPOCH_KEYS)
     largest = SEED_LIMIT - EPOCH_SEED_STRIDE * (epochs - 1)
     assert parse_params(with_value("seed", largest)).seed == largest
     with pytest.raises(ParamsError) as info:
         parse_params(with_value("seed", largest + 1))
     assert str(info.value) == (
-        f"params.yaml: seed = {largest + 1}: must be at most {largest} with classifier.epochs "
+        f"params.yaml: seed = {largest + 1}: must be at most {largest} with {group}.{key} "
         f"= {epochs}: epoch e is seeded with seed + 7919 * e, and numpy and Lightning take "
         "seeds below 2**32"
     )
@@ -353,7 +357,11 @@ def test_seed_range_matches_the_code_that_seeds(monkeypatch):
     monkeypatch.setattr(training.pl, "seed_everything", lambda seed, **_: seeded.append(seed))
     epochs = 12
     largest = parse_params(
-        {"seed": SEED_LIMIT - EPOCH_SEED_STRIDE * (epochs - 1), "classifier": {"epochs": epochs}}
+        {
+            "seed": SEED_LIMIT - EPOCH_SEED_STRIDE * (epochs - 1),
+            "classifier": {"epochs": epochs},
+            "cladec": {"max_epochs": epochs},
+        }
     ).seed
     callback = training.EpochSeed(largest)
     for epoch in range(epochs):

@@ -107,7 +107,7 @@ def test_dvc_matrix_expands_to_one_stage_per_layer_and_alpha():
         f"cladec@{layer}-{alpha}" for layer in params["layers"] for alpha in params["alphas"]
     }
     assert expected == {name for name in out if name.startswith("cladec@")}
-    assert len(expected) == 8
+    assert len(expected) == 10
     assert {f"refae@{layer}" for layer in params["layers"]} <= set(out)
     assert {f"vcladec@{layer}" for layer in params["variational"]["layers"]} <= set(out)
     assert {"data", "classifier", "vae", "refvae", "generative_figures"} <= set(out)

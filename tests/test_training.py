@@ -1,5 +1,9 @@
 """Training: learns a task with a known answer, checkpoints every epoch, resumes after
-a kill to the same result, and is deterministic."""
+a kill to the same result, and is deterministic. Early stopping: a module whose
+validation loss follows a script, so the epoch it must stop at is known by
+construction; it keeps the best epoch's weights, a run killed part-way resumes to the
+same epochs, weights and checkpoint bytes, and one resumed after it stopped trains no
+further."""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback
+from torch import Tensor, nn
 
 from pipeline.classify import (
     ClassifierResult,
@@ -26,9 +31,14 @@ from pipeline.params import TrainerParams, parse_params
 from pipeline.training import (
     BatchIndexSampler,
     CanonicalCheckpointIO,
+    EarlyStop,
     EpochCheckpoint,
     EpochSeed,
+    FitResult,
+    InMemoryImages,
+    best_epoch,
     fingerprint,
+    fit,
     make_trainer,
     prepare_checkpoint_dir,
 )
@@ -242,3 +252,141 @@ def test_epoch_record_and_prediction_pairs_are_what_instanceflow_and_dvc_read():
     assert record["class_names"].tolist() == ["a", "b"]
     pairs = prediction_pairs(np.array([0, 1]), np.array([1, 1]), ["a", "b"])
     assert pairs == [{"actual": "a", "predicted": "b"}, {"actual": "b", "predicted": "b"}]
+
+
+# ------------------------------------------------------------------ early stopping
+
+
+class ScriptedLoss(pl.LightningModule):
+    """Learns a little (one weight, so each epoch's checkpoint differs); reports the
+    validation loss of its script for the current epoch (0-based)."""
+
+    def __init__(self, script: list[float]) -> None:
+        super().__init__()
+        self.script = script
+        self.weight = nn.Parameter(torch.zeros(1))
+
+    def training_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> Tensor:
+        loss = (self.weight - batch[0].mean()).pow(2).sum()
+        self.log("train_loss", loss, on_step=False, on_epoch=True)
+        return loss
+
+    def validation_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> None:
+        self.log("val_loss", self.script[self.trainer.current_epoch], on_epoch=True)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def _data() -> tuple[InMemoryImages, InMemoryImages]:
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (24, 1, 4, 4), dtype=np.uint8)
+    labels = np.zeros(24, dtype=np.int64)
+    return InMemoryImages(images[:16], labels[:16]), InMemoryImages(images[16:], labels[16:])
+
+
+def _fit_scripted(script: list[float], directory, early_stop: EarlyStop, **kwargs) -> FitResult:
+    module = ScriptedLoss(script)
+    result = fit(
+        module,
+        *_data(),
+        trainer_params=TrainerParams(accelerator="cpu", devices=1),
+        seed=5,
+        epochs=999,  # ignored: early_stop.max_epochs caps it
+        batch_size=8,
+        checkpoint_dir=directory,
+        config={"script": script},
+        code=[],
+        history_keys=["train_loss", "val_loss"],
+        **kwargs,
+        early_stop=early_stop,
+    )
+    result.module = module  # type: ignore[attr-defined]
+    return result
+
+
+def _epochs(directory) -> list[str]:
+    return sorted(p.name for p in directory.glob("epoch-*.ckpt"))
+
+
+def test_a_flat_validation_loss_stops_after_patience_epochs(tmp_path):
+    result = _fit_scripted([1.0] * 10, tmp_path / "c", EarlyStop(max_epochs=10, patience=3))
+    # epoch 1 sets the best; epochs 2, 3, 4 do not improve on it: stop after epoch 4
+    assert [row["epoch"] for row in result.history] == [1, 2, 3, 4]
+    assert result.stopped_early and result.best_epoch == 1
+    assert _epochs(tmp_path / "c") == [f"epoch-00{i}.ckpt" for i in (1, 2, 3, 4)]
+
+
+def test_an_improving_loss_runs_to_the_cap_and_min_delta_is_relative(tmp_path):
+    falling = [0.9**e for e in range(10)]  # 10% lower every epoch
+    five_percent = EarlyStop(max_epochs=6, patience=2, min_delta=0.05)
+    result = _fit_scripted(falling, tmp_path / "a", five_percent)
+    assert len(result.history) == 6 and not result.stopped_early and result.best_epoch == 6
+    # whatever the scale: 10% gains count when min_delta is 5%; with 25%, epochs 2 and 3
+    # (10% and 19% below epoch 1's loss) are no gain, and patience 2 stops it there; the
+    # weights kept are still those of the lowest validation loss, epoch 3's
+    tiny = [0.001 * v for v in falling]
+    result = _fit_scripted(tiny, tmp_path / "b", five_percent)
+    assert len(result.history) == 6 and not result.stopped_early
+    quarter = EarlyStop(max_epochs=6, patience=2, min_delta=0.25)
+    result = _fit_scripted(falling, tmp_path / "c", quarter)
+    assert len(result.history) == 3 and result.stopped_early and result.best_epoch == 3
+
+
+def test_the_best_epochs_weights_are_kept_not_the_last(tmp_path):
+    script = [3.0, 1.0, 2.0, 2.0, 2.0, 2.0]
+    result = _fit_scripted(script, tmp_path / "c", EarlyStop(max_epochs=6, patience=3))
+    assert len(result.history) == 5 and result.best_epoch == 2
+    saved = torch.load(tmp_path / "c" / "epoch-002.ckpt", weights_only=True)["state_dict"]
+    last = torch.load(tmp_path / "c" / "epoch-005.ckpt", weights_only=True)["state_dict"]
+    assert not torch.equal(saved["weight"], last["weight"])  # the epochs did change it
+    assert torch.equal(result.module.weight.detach(), saved["weight"])
+
+
+def test_best_epoch_is_the_first_lowest_validation_loss():
+    rows = [{"epoch": 1, "val_loss": 2.0}, {"epoch": 2, "val_loss": 1.0}]
+    assert best_epoch([*rows, {"epoch": 3, "val_loss": 1.0}]) == 2
+    with pytest.raises(ValueError, match="val_loss"):
+        best_epoch([{"epoch": 1, "train_loss": 1.0}])
+
+
+def test_a_killed_run_resumes_to_the_same_stop_and_bytes_and_a_stopped_one_trains_no_more(
+    tmp_path,
+):
+    script = [5.0, 4.0, 4.5, 4.6, 4.7, 1.0, 1.0, 1.0]  # stops after epoch 5: best 2, then 3 worse
+    setting = EarlyStop(max_epochs=8, patience=3)
+    straight = _fit_scripted(script, tmp_path / "a", setting)
+    assert len(straight.history) == 5 and straight.best_epoch == 2
+    with pytest.raises(Killed):  # killed with the stopper's count at 1 (epoch 3 was worse)
+        _fit_scripted(script, tmp_path / "b", setting, callbacks=[KillAtEpoch(3)])
+    assert _epochs(tmp_path / "b") == ["epoch-001.ckpt", "epoch-002.ckpt", "epoch-003.ckpt"]
+    resumed = _fit_scripted(script, tmp_path / "b", setting)
+    assert resumed.resumed_from is not None and resumed.history == straight.history
+    assert resumed.stopped_early and resumed.best_epoch == 2
+    assert torch.equal(resumed.module.weight, straight.module.weight)
+    files = sorted(p.name for p in (tmp_path / "a").iterdir())
+    assert files == sorted(p.name for p in (tmp_path / "b").iterdir())
+    for name in files:
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+    # after the stop (a kill during export, say): the saved decision holds, no epoch 6
+    again = _fit_scripted(script, tmp_path / "b", setting)
+    assert again.history == straight.history and _epochs(tmp_path / "b") == _epochs(tmp_path / "a")
+    last = [(tmp_path / d / "last.ckpt").read_bytes() for d in ("a", "b")]
+    assert last[0] == last[1]
+
+
+def test_the_early_stopping_setting_is_part_of_the_fingerprint(tmp_path):
+    _fit_scripted([1.0] * 6, tmp_path / "c", EarlyStop(max_epochs=6, patience=2))
+    other = _fit_scripted([1.0] * 6, tmp_path / "c", EarlyStop(max_epochs=6, patience=4))
+    assert other.resumed_from is None and len(other.history) == 5
+
+
+def test_cladec_max_epochs_is_validated_by_name():
+    from pipeline.errors import ParamsError
+
+    with pytest.raises(ParamsError, match=r"cladec\.patience"):
+        parse_params({"cladec": {"patience": 0}})
+    with pytest.raises(ParamsError, match=r"cladec\.epochs"):  # replaced by max_epochs
+        parse_params({"cladec": {"epochs": 2}})
+    with pytest.raises(ParamsError, match=r"cladec\.reconstruction"):
+        parse_params({"cladec": {"reconstruction": "l1"}})

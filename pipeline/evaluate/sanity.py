@@ -8,7 +8,7 @@ explanation that barely changes when the model is destroyed does not explain the
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -43,16 +43,37 @@ def reinitialise(module: nn.Module, generator: torch.Generator) -> None:
 
 
 def spearman_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Spearman correlation of each row pair (N×D, N×D), average ranks for ties."""
+    """Spearman correlation of each row pair (N×D, N×D), average ranks for ties; NaN
+    where either row is constant (no ranking to compare)."""
     from scipy.stats import rankdata
 
     ra = rankdata(a, axis=1) - (a.shape[1] + 1) / 2
     rb = rankdata(b, axis=1) - (b.shape[1] + 1) / 2
     denominator = np.sqrt((ra**2).sum(1) * (rb**2).sum(1))
     with np.errstate(invalid="ignore", divide="ignore"):
-        rho = (ra * rb).sum(1) / denominator
-    # a constant map carries no ranking: correlation 0 unless both are constant
-    return np.where(denominator > 0, rho, np.where((ra**2).sum(1) + (rb**2).sum(1) == 0, 1.0, 0.0))
+        return np.where(denominator > 0, (ra * rb).sum(1) / denominator, np.nan)
+
+
+def spearman_masked(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """spearman_rows() of each row pair restricted to the row's True entries of `mask`
+    (N×D each); NaN where fewer than two entries are True."""
+    return np.array(
+        [
+            spearman_rows(x[m][None], y[m][None])[0] if m.sum() >= 2 else np.nan
+            for x, y, m in zip(a, b, mask, strict=True)
+        ]
+    )
+
+
+def foreground_mask(images: np.ndarray, tolerance: float) -> np.ndarray:
+    """N×H×W booleans: pixels whose colour differs by more than `tolerance` (in any
+    channel, images in [0, 1], N×C×H×W) from the image's background colour, taken as
+    the median of its border pixels. On MNIST: the digit's strokes."""
+    border = np.concatenate(
+        [images[:, :, 0, :], images[:, :, -1, :], images[:, :, :, 0], images[:, :, :, -1]], axis=2
+    )
+    background = np.median(border, axis=2)[:, :, None, None]
+    return (np.abs(images - background) > tolerance).any(axis=1)
 
 
 def ssim_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -73,12 +94,63 @@ def ssim_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     )
 
 
-def similarity(reference: np.ndarray, other: np.ndarray) -> tuple[float, float]:
-    """(mean Spearman of |maps|, mean SSIM of |maps|) between two N×C×H×W attributions."""
+def per_image_similarity(
+    reference: np.ndarray, other: np.ndarray, foreground: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
+    """Per image: Spearman ρ of |maps| on all pixels (`spearman`), on the foreground
+    pixels (`spearman_foreground`, when a N×H×W mask is given) and SSIM (`ssim`), between
+    two N×C×H×W attributions; NaN where either map is constant."""
     ref = np.abs(pixel_map(reference))
     oth = np.abs(pixel_map(other))
-    rho = spearman_rows(ref.reshape(len(ref), -1), oth.reshape(len(oth), -1))
-    return float(rho.mean()), float(ssim_rows(ref, oth).mean())
+    flat_ref, flat_oth = ref.reshape(len(ref), -1), oth.reshape(len(oth), -1)
+    rho = spearman_rows(flat_ref, flat_oth)
+    result = {"spearman": rho, "ssim": np.where(np.isfinite(rho), ssim_rows(ref, oth), np.nan)}
+    if foreground is not None:
+        mask = foreground.reshape(len(ref), -1)
+        result["spearman_foreground"] = np.where(
+            np.isfinite(rho), spearman_masked(flat_ref, flat_oth, mask), np.nan
+        )
+    return result
+
+
+def _mean(values: np.ndarray) -> float:
+    """Mean over the images not left out (NaN when all are)."""
+    finite = values[np.isfinite(values)]
+    return float(finite.mean()) if len(finite) else float("nan")
+
+
+def similarity(reference: np.ndarray, other: np.ndarray) -> tuple[float, float]:
+    """(mean Spearman of |maps|, mean SSIM of |maps|) between two N×C×H×W attributions,
+    over the images whose maps are not constant."""
+    values = per_image_similarity(reference, other)
+    return _mean(values["spearman"]), _mean(values["ssim"])
+
+
+def cascade_steps(
+    model: nn.Module,
+    layers: list[str],
+    seed: int,
+    randomise: Callable[[nn.Module, torch.Generator], None] = reinitialise,
+) -> Iterator[tuple[str, nn.Module]]:
+    """(layer, model) after each layer is randomized, top first, all above it already
+    random: a copy of the model, one seeded generator for the whole cascade (so the
+    last step of seed s is the fully randomized model of seed s)."""
+    randomized = copy.deepcopy(model).eval()
+    generator = torch.Generator().manual_seed(seed)
+    for layer in layers:
+        randomise(randomized.get_submodule(layer), generator)
+        yield layer, randomized
+
+
+def fully_randomized(
+    model: nn.Module,
+    layers: list[str],
+    seed: int,
+    randomise: Callable[[nn.Module, torch.Generator], None] = reinitialise,
+) -> nn.Module:
+    """The model with every layer in `layers` randomized: the cascade's last step."""
+    steps = list(cascade_steps(model, layers, seed, randomise))
+    return steps[-1][1] if steps else copy.deepcopy(model).eval()
 
 
 def cascading_randomization(
@@ -94,11 +166,8 @@ def cascading_randomization(
     modified (a copy is randomized)."""
     reference = explain(model)
     layers = cascade_layers(model) if layers is None else layers
-    randomized = copy.deepcopy(model).eval()
-    generator = torch.Generator().manual_seed(seed)
     rows: list[dict[str, float | str]] = []
-    for layer in layers:
-        randomise(randomized.get_submodule(layer), generator)
+    for layer, randomized in cascade_steps(model, layers, seed, randomise):
         rho, ssim = similarity(reference, explain(randomized))
         rows.append({"layer": layer, "spearman": rho, "ssim": ssim})
     return rows

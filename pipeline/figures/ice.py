@@ -1,5 +1,6 @@
 """ICE figures: where each concept lies in the images, which classes it goes with, the
-images that show it most and least, and how many concepts the model needs.
+images that show it most and least, and how many concepts the model needs. Each concept
+figure says in its title how many of the model's predictions the concepts shown keep.
 
 Concept maps are non-negative, so they use a sequential colour map, each concept scaled
 by its own largest score among the images drawn (1 = the strongest occurrence shown);
@@ -42,9 +43,24 @@ def _scale(values: np.ndarray) -> float:
     return peak if peak > 0 else 1.0
 
 
-def plot_concept_heatmaps(images: np.ndarray, maps: np.ndarray, titles: Sequence[str]) -> Figure:
+def kept_note(n_concepts: int, accuracy: float, agreement: float, original: float) -> str:
+    """A title line: what the concepts shown keep of the model when their reconstruction
+    replaces the layer's activations (so a reader knows how far to trust them)."""
+    return (
+        f"{n_concepts} concepts in place of the layer keep {agreement:.1%} of the "
+        f"predictions, accuracy {accuracy:.3f} (original {original:.3f})"
+    )
+
+
+def _title(fig: Figure, title: str, note: str | None) -> None:
+    fig.suptitle(title if note is None else f"{title}\n{note}")
+
+
+def plot_concept_heatmaps(
+    images: np.ndarray, maps: np.ndarray, titles: Sequence[str], note: str | None = None
+) -> Figure:
     """images: uint8 N×C×H×W; maps: N×n×H×W concept maps at image size; one row per image,
-    the image first, then each concept's map over it."""
+    the image first, then each concept's map over it. note: a second title line."""
     n_images, n_concepts = maps.shape[:2]
     fig, axes = plt.subplots(
         n_images,
@@ -68,15 +84,19 @@ def plot_concept_heatmaps(images: np.ndarray, maps: np.ndarray, titles: Sequence
     if mappable is not None:
         bar = fig.colorbar(mappable, ax=axes.ravel().tolist(), shrink=0.6, pad=0.01)
         bar.set_label("concept score / concept's max over these images")
-    fig.suptitle("ICE concept maps: where each NMF concept of the layer is active")
+    _title(fig, "ICE concept maps: where each NMF concept of the layer is active", note)
     return fig
 
 
 def plot_class_concepts(
-    presence: np.ndarray, weights: np.ndarray, class_names: Sequence[str]
+    presence: np.ndarray,
+    weights: np.ndarray,
+    class_names: Sequence[str],
+    note: str | None = None,
 ) -> Figure:
     """presence, weights: K×n (from class_presence and class_weights); left the share of
-    each class's images showing each concept, right each concept's effect on each logit."""
+    each class's images showing each concept, right each concept's effect on each logit.
+    note: a second title line."""
     n_classes, n_concepts = presence.shape
     bar_width = max(4.5, 0.15 * n_classes * n_concepts + 1.5)
     heat_width = max(3.5, 0.4 * n_concepts + 2.0)
@@ -121,16 +141,21 @@ def plot_class_concepts(
             ax_heat.text(c, r, f"{value:.2g}", ha="center", va="center", fontsize=6, color=colour)
     bar = fig.colorbar(image, ax=ax_heat, shrink=0.85)
     bar.set_label("Δ logit / Δ activation along unit concept direction")
-    fig.suptitle("ICE: which concepts each class shows, and how they move its logit")
+    _title(fig, "ICE: which concepts each class shows, and how they move its logit", note)
     fig.tight_layout()
     return fig
 
 
 def plot_concept_examples(
-    images: np.ndarray, top: np.ndarray, bottom: np.ndarray, maps: np.ndarray
+    images: np.ndarray,
+    top: np.ndarray,
+    bottom: np.ndarray,
+    maps: np.ndarray,
+    note: str | None = None,
 ) -> Figure:
     """top, bottom: n×count image indices (from top_images); maps: N×n×H×W at image size.
-    Per concept a row: the images scoring highest with its map over them, then the lowest."""
+    Per concept a row: the images scoring highest with its map over them, then the lowest.
+    note: a second title line."""
     n_concepts, count = top.shape
     columns = 2 * count + 1  # a blank column between the two groups
     fig, axes = plt.subplots(
@@ -171,36 +196,112 @@ def plot_concept_examples(
     if mappable is not None:
         bar = fig.colorbar(mappable, ax=axes.ravel().tolist(), shrink=0.6, pad=0.01)
         bar.set_label("concept score / max over the row's top images")
-    fig.suptitle("ICE: images that show each concept most and least (image #: mean score)")
+    _title(fig, "ICE: images that show each concept most and least (image #: mean score)", note)
     return fig
 
 
-def plot_fidelity(rows: list[dict[str, Any]]) -> Figure:
-    """rows: one per number of concepts, as returned by ice.fidelity; how well the model
-    run on the concept reconstruction matches the original as concepts are added."""
+OURS = "ours: ‖Δ logits‖ / ‖logits‖"
+REFERENCE = "reference ICE fidelity: per class, its own logit"
+
+
+def plot_fidelity(
+    rows: list[dict[str, Any]],
+    per_class: np.ndarray | None = None,
+    class_names: Sequence[str] | None = None,
+    shown: int | None = None,
+    layer: str | None = None,
+) -> Figure:
+    """rows: one per number of concepts, as returned by ice.fidelity; per_class: the
+    reference fidelity, rows × K in the same order. How well the model run on the concept
+    reconstruction matches the original as concepts are added: kept predictions, our
+    logit error, the reference's fidelity (per class and its mean), and a table of the
+    numbers. shown: the concept count of the other figures, marked."""
     if not rows:
         return message_figure("no fidelity results to draw", "ICE fidelity")
-    rows = sorted(rows, key=lambda r: r["n_concepts"])
+    order = np.argsort([r["n_concepts"] for r in rows], kind="stable")
+    rows = [rows[i] for i in order]
     n = [r["n_concepts"] for r in rows]
-    fig, (ax_acc, ax_err) = plt.subplots(1, 2, figsize=(9.5, 3.8))
+    fig = plt.figure(figsize=(14.0, 4.4 + 0.24 * (len(rows) + 1)))
+    grid = fig.add_gridspec(2, 3, height_ratios=[4.0, 0.3 * (len(rows) + 1)])
+    ax_acc, ax_err, ax_ref = (fig.add_subplot(grid[0, i]) for i in range(3))
     ax_acc.plot(n, [r["accuracy"] for r in rows], "-o", label="accuracy, reconstructed layer")
     if all("agreement" in r for r in rows):
         ax_acc.plot(n, [r["agreement"] for r in rows], "-s", label="agreement with original")
     original = float(np.mean([r["accuracy_original"] for r in rows]))
     ax_acc.axhline(original, ls="--", color="black", label=f"original accuracy ({original:.3f})")
-    ax_acc.set_xlabel("number of concepts")
     ax_acc.set_ylabel("share of images")
     ax_acc.set_ylim(0, 1.02)
-    ax_acc.set_title("accuracy with the layer rebuilt from concepts", fontsize=10)
-    ax_acc.legend(fontsize=8, loc="lower right")
+    ax_acc.set_title("predictions kept with the layer rebuilt", fontsize=10)
+    ax_acc.legend(fontsize=7, loc="lower right")
     ax_err.plot(n, [r["relative_logit_error"] for r in rows], "-o", color="tab:red")
-    ax_err.set_ylim(bottom=0)
-    ax_err.set_xlabel("number of concepts")
-    ax_err.set_ylabel("‖logits_rec − logits‖ / ‖logits‖")
-    ax_err.set_title("relative logit error", fontsize=10)
-    for ax in (ax_acc, ax_err):
+    ax_err.set_ylabel("‖logits_rec − logits‖ / ‖logits‖ (all logits)")
+    ax_err.set_title(OURS, fontsize=10)
+    if per_class is not None:
+        _plot_per_class(ax_ref, n, np.asarray(per_class, dtype=float)[order], class_names)
+    if all("fidelity_reference" in r for r in rows):
+        ax_ref.plot(
+            n,
+            [r["fidelity_reference"] for r in rows],
+            "-o",
+            color="black",
+            lw=2,
+            label="mean over classes",
+        )
+    ax_ref.set_ylabel("mean |Δ logit k| / (|mean logit k| + 1e-4)")
+    ax_ref.set_title(REFERENCE, fontsize=9)
+    if ax_ref.lines:
+        ax_ref.legend(fontsize=6, ncol=2, loc="upper right")
+    for ax in (ax_acc, ax_err, ax_ref):
+        ax.set_xlabel("number of concepts")
         ax.set_xticks(n)
         ax.grid(alpha=0.3)
-    fig.suptitle("ICE fidelity: how much of the model the concepts keep")
+        if shown is not None:
+            ax.axvline(shown, ls=":", color="grey")
+    for ax in (ax_err, ax_ref):
+        ax.set_ylim(bottom=0)
+    _fidelity_table(fig.add_subplot(grid[1, :]), rows, shown)
+    where = f" at layer {layer}" if layer else ""
+    marked = f"; dotted: the {shown} concepts shown" if shown is not None else ""
+    fig.suptitle(f"ICE fidelity{where}: how much of the model the concepts keep{marked}")
     fig.tight_layout()
     return fig
+
+
+def _plot_per_class(
+    ax: Axes, n: list[int], per_class: np.ndarray, class_names: Sequence[str] | None
+) -> None:
+    """The reference's fidelity error of each class (counts × K) as thin lines."""
+    names = list(class_names) if class_names is not None else []
+    names += [str(k) for k in range(len(names), per_class.shape[1])]
+    colours = plt.get_cmap("tab10" if per_class.shape[1] <= 10 else "tab20")
+    for k in np.flatnonzero(np.isfinite(per_class).all(axis=0)):
+        ax.plot(n, per_class[:, k], lw=0.8, alpha=0.6, color=colours(k % colours.N), label=names[k])
+
+
+def _fidelity_table(ax: Axes, rows: list[dict[str, Any]], shown: int | None) -> None:
+    """The plotted numbers as a table, the shown concept count in bold."""
+    ax.axis("off")
+    columns = [
+        "concepts",
+        "accuracy (labels)",
+        "agreement (original predictions)",
+        OURS,
+        "reference fidelity, mean over classes",
+    ]
+    cells = [
+        [
+            str(r["n_concepts"]),
+            f"{r['accuracy']:.3f}",
+            f"{r.get('agreement', float('nan')):.3f}",
+            f"{r['relative_logit_error']:.3f}",
+            f"{r.get('fidelity_reference', float('nan')):.3f}",
+        ]
+        for r in rows
+    ]
+    table = ax.table(cellText=cells, colLabels=columns, loc="center", cellLoc="center")
+    table.auto_set_font_size(False)
+    table.set_fontsize(8)
+    for i, r in enumerate(rows, start=1):
+        if r["n_concepts"] == shown:
+            for j in range(len(columns)):
+                table[i, j].set_text_props(fontweight="bold")

@@ -2,7 +2,10 @@
 Networks by Decoding Layer Activations", 2021): per layer the original, the reference
 autoencoder's reconstruction and the ClaDec reconstruction for each alpha; and the
 variational ClaDec's decoded 2-D latent plane next to the reference VAE's (the
-classifier's "prototypes").
+classifier's "prototypes"). The grids are scored by the frozen classifier
+(`grid_scores`): how many classes its predictions over the cells cover and how sure it
+is of them; a variational ClaDec shows prototypes when its grid covers most classes
+with high confidence.
 
 The decoders are trained by the cladec, vcladec, refae and refvae stages; `compute`
 gets them through loader callables of its inputs and only decodes."""
@@ -54,6 +57,27 @@ def latent_grid(size: int, span: float = 2.5) -> tuple[np.ndarray, np.ndarray]:
     return np.stack([xx.ravel(), yy.ravel()], 1).astype(np.float32), axis
 
 
+def grid_scores(probabilities: np.ndarray) -> dict[str, float]:
+    """The frozen classifier's verdict on a decoded latent grid, from its class
+    probabilities per cell (cells × classes): `classes_present`, the number of distinct
+    predicted classes over the cells, and `mean_confidence`, the mean top probability."""
+    if probabilities.ndim != 2 or not len(probabilities):
+        raise ValueError(f"probabilities must be cells x classes, got shape {probabilities.shape}")
+    return {
+        "classes_present": float(len(np.unique(probabilities.argmax(1)))),
+        "mean_confidence": float(probabilities.max(1).mean()),
+    }
+
+
+def grid_title(name: str, probabilities: np.ndarray, classes: int) -> str:
+    """A latent grid's figure title with its scores."""
+    scores = grid_scores(probabilities)
+    return (
+        f"{name}: {scores['classes_present']:.0f}/{classes} classes, "
+        f"mean confidence {scores['mean_confidence']:.2f}"
+    )
+
+
 class CladecDecodings(InsidePart):
     name = "cladec_decodings"
     Params = CladecDecodingsParams
@@ -66,8 +90,10 @@ class CladecDecodings(InsidePart):
         """`decoded`: the shown originals and captions; `<layer>/refae` and
         `<layer>/<alpha>` reconstructions; with a 2-D variational latent,
         `vcladec/<layer>` and `refvae` decoded over the latent grid, each with the class
-        the classifier gives every cell (`.../predicted`). Metrics: per layer and alpha,
-        the share of decodings the classifier puts in the class it gave the original."""
+        the classifier gives every cell (`.../predicted`) and its probabilities
+        (`.../probabilities`). Metrics: per layer and alpha, the share of decodings the
+        classifier puts in the class it gave the original; per grid, `grid_scores` as
+        `<grid>/latent_grid.classes_present` and `.../latent_grid.mean_confidence`."""
         import torch
 
         from pipeline.inference import as_float_images, batched, layer_codes
@@ -110,14 +136,19 @@ class CladecDecodings(InsidePart):
                     arrays[f"{layer}/{alpha}"] = decoded.numpy()
                     agrees = batched(net, decoded).argmax(1).numpy() == selection.predicted[rows]
                     metrics[f"{layer}/alpha_{alpha}/same_prediction"] = float(agrees.mean())
-            for layer, decoder in latent.items():
-                decoded = batched(decoder, torch.as_tensor(points))
-                arrays[f"vcladec/{layer}"] = decoded.numpy()
-                arrays[f"vcladec/{layer}/predicted"] = batched(net, decoded).argmax(1).numpy()
+            grid_decodings = {
+                f"vcladec/{layer}": batched(decoder, torch.as_tensor(points))
+                for layer, decoder in latent.items()
+            }
             if refvae is not None:
-                decoded = refvae.decode(torch.as_tensor(points))
-                arrays["refvae"] = decoded.numpy()
-                arrays["refvae/predicted"] = batched(net, decoded).argmax(1).numpy()
+                grid_decodings["refvae"] = refvae.decode(torch.as_tensor(points))
+            for key, decoded in grid_decodings.items():
+                probabilities = batched(net, decoded).softmax(1).numpy()
+                arrays[key] = decoded.numpy()
+                arrays[f"{key}/predicted"] = probabilities.argmax(1)
+                arrays[f"{key}/probabilities"] = probabilities
+                for score, value in grid_scores(probabilities).items():
+                    metrics[f"{key}/latent_grid.{score}"] = value
         arrays["class_names"] = np.array(inputs.class_names)
         return Computed({"decoded": arrays}, metrics)
 
@@ -141,23 +172,24 @@ class CladecDecodings(InsidePart):
                 f"ClaDec explanations of layer {layer}: what the layer keeps of each image, "
                 "against the reference autoencoder",
             )
+        keys = sorted(k for k in z if k.startswith("vcladec/") and k.count("/") == 1)
+        named = [(f"variational ClaDec ({key.split('/')[1]})", key) for key in keys]
+        if "refvae" in z:
+            named.append(("reference VAE", "refvae"))
         grids = [
             (
-                f"variational ClaDec ({key.split('/')[1]})",
+                grid_title(name, z[f"{key}/probabilities"], len(names)),
                 z[key],
                 [names[c] for c in z[f"{key}/predicted"]],
             )
-            for key in sorted(
-                k for k in z if k.startswith("vcladec/") and not k.endswith("/predicted")
-            )
+            for name, key in named
         ]
-        if "refvae" in z:
-            grids.append(("reference VAE", z["refvae"], [names[c] for c in z["refvae/predicted"]]))
         if grids:
             figures["latent_grids.png"] = plot_latent_grids(
                 grids,
                 z["grid_axis"],
-                "Decoded over the 2-D latent plane (classifier's class in yellow): the "
-                "classifier's prototypes against a plain VAE",
+                "Decoded over the 2-D latent plane (classifier's class in yellow; classes "
+                "its predictions cover, their mean top probability): the classifier's "
+                "prototypes against a plain VAE",
             )
         return figures
