@@ -41,6 +41,20 @@ def test_lime_overlay_tints_pros_green_and_cons_red() -> None:
     assert np.allclose(neutral, 128 / 255, atol=1e-6)  # not among the top 2: untouched
 
 
+def evaluation_row(value: float, half: float, rho: float | None = None) -> dict:
+    """A row of metrics/evaluate.json: every AUC (and ρ) with its interval."""
+    from pipeline.evaluate.intervals import Interval
+    from pipeline.evaluate.protocol import FAITHFULNESS
+
+    row: dict = {}
+    for score in FAITHFULNESS:
+        row.update(Interval(value, value - half, value + half, 20).as_dict(score.key))
+    if rho is not None:
+        for key in ("sanity_spearman_all", "sanity_spearman_foreground"):
+            row.update(Interval(rho, rho - half, rho + half, 10).as_dict(key))
+    return row
+
+
 def test_figures_are_written(tmp_path) -> None:
     rng = np.random.default_rng(1)
     figures = {
@@ -70,13 +84,14 @@ def test_figures_are_written(tmp_path) -> None:
         ),
         "message": message_figure("no misclassified instances were selected", "saliency"),
         "evaluation": plot_evaluation(
-            np.linspace(0, 1, 5),
-            {"random": np.linspace(1, 0.5, 5), "saliency": np.linspace(1, 0.1, 5)},
-            {"random": np.linspace(0.5, 1, 5), "saliency": np.linspace(0.6, 1, 5)},
             {
-                "random": {"deletion_auc": 0.7, "insertion_auc": 0.8},
-                "saliency": {"deletion_auc": 0.4, "insertion_auc": 0.9},
+                kind: (
+                    np.linspace(0, 1, 5),
+                    {"random": np.linspace(1, 0.5, 5), "saliency": np.linspace(1, 0.1, 5)},
+                )
+                for kind in ("deletion", "insertion", "road_morf", "road_lerf")
             },
+            {"random": evaluation_row(0.7, 0.05), "saliency": evaluation_row(0.4, 0.03, rho=0.3)},
             {
                 "saliency": [
                     {"layer": "logits", "spearman": 0.6},
