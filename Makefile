@@ -7,7 +7,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export DVC_NO_ANALYTICS := true
 export MPLBACKEND := Agg
 
-.PHONY: setup repro test test-fast lint ui bench lock clean-venv
+.PHONY: setup repro test test-fast lint ui bench lock clean-venv show
 
 setup: $(STAMP)
 
@@ -31,6 +31,11 @@ test-fast: $(STAMP)
 lint: $(STAMP)
 	ruff check .
 	ruff format --check .
+
+# The runs side by side, headline numbers only, at most 120 columns; SHOW_ARGS goes to
+# `dvc exp show` (e.g. SHOW_ARGS="-n 3" or "--all-commits").
+show: $(STAMP)
+	set -o pipefail; dvc exp show --json $(SHOW_ARGS) | python -m pipeline.show --width 120
 
 ui: $(STAMP)
 	mlflow ui --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db}" \

@@ -12,7 +12,13 @@ from PIL import Image
 
 from pipeline.explain.parts.grand_tour import GrandTour, givens, normalise, project
 from pipeline.figures.common import save_figure
-from pipeline.figures.grand_tour import plot_tour_frames, tour_gif, tour_html
+from pipeline.figures.grand_tour import (
+    MISCLASSIFIED_SYMBOL,
+    plot_tour_frames,
+    tour_figure,
+    tour_gif,
+    tour_html,
+)
 
 CLASS_NAMES = ("airplane", "automobile", "bird")
 
@@ -223,8 +229,10 @@ def test_gif_rejects_mismatched_inputs() -> None:
 
 def test_html_is_self_contained_and_names_the_classes() -> None:
     frames, labels = tour_frames()
-    titles = [f"epoch {k}" for k in range(len(frames))]
-    html = tour_html(frames, labels, CLASS_NAMES, titles, title="Grand Tour of the softmax layer")
+    epochs = [str(k + 1) for k in range(len(frames))]
+    html = tour_html(
+        frames, labels, CLASS_NAMES, epochs, "Grand Tour of the softmax layer", step_name="epoch"
+    )
     assert html.lstrip().lower().startswith("<html") or "<!doctype html" in html[:200].lower()
     assert "plotly" in html
     assert len(html) > 1_000_000  # plotly.js is embedded, so it works offline
@@ -233,7 +241,79 @@ def test_html_is_self_contained_and_names_the_classes() -> None:
         assert name in html
     assert "Grand Tour of the softmax layer" in html
     assert "epoch 3" in html
-    assert "instance %{customdata}" in html
+    assert "instance %{customdata[0]}" in html
+
+
+def test_html_play_pause_are_the_documented_robust_form() -> None:
+    frames, labels = tour_frames()
+    figure = tour_figure(frames, labels, CLASS_NAMES, ["1", "2", "3", "4"], "T", "epoch")
+    play, pause = figure["layout"]["updatemenus"][0]["buttons"]
+    assert play["method"] == pause["method"] == "animate"
+    assert play["args"][0] is None  # all frames
+    assert play["args"][1]["fromcurrent"] is True
+    assert play["args"][1]["mode"] == "immediate"  # a second Play restarts, no queued promise
+    assert play["args"][1]["frame"]["redraw"] is True  # the per-frame title is layout
+    assert pause["args"][0] == [None]
+    assert pause["args"][1]["mode"] == "immediate"
+    assert pause["args"][1]["frame"]["duration"] == 0
+
+
+def test_html_slider_labels_match_the_title_numbering() -> None:
+    frames, labels = tour_frames()
+    epochs = ["1", "2", "3", "4"]  # 1-based, as the part passes them
+    figure = tour_figure(frames, labels, CLASS_NAMES, epochs, "dense", step_name="epoch")
+    slider = figure["layout"]["sliders"][0]
+    prefix = slider["currentvalue"]["prefix"]
+    for step, frame in zip(slider["steps"], figure["frames"], strict=True):
+        assert step["args"][0] == [frame["name"]]  # the step shows that frame
+        shown = prefix + step["label"]  # what the slider reads, e.g. "epoch 1"
+        assert frame["layout"]["title"]["text"].endswith("<br>" + shown)
+    assert [step["label"] for step in slider["steps"]] == epochs
+    assert figure["layout"]["title"]["text"] == "dense<br>epoch 1"
+
+
+def test_html_buttons_and_slider_do_not_overlap() -> None:
+    frames, labels = tour_frames()
+    layout = tour_figure(frames, labels, CLASS_NAMES, ["a", "b", "c", "d"], "T")["layout"]
+    menu, slider = layout["updatemenus"][0], layout["sliders"][0]
+    # the buttons end where the slider (and its label above it) begins
+    assert menu["xanchor"] == "right"
+    assert slider["xanchor"] == "left"
+    assert menu["x"] <= slider["x"]
+    assert slider["x"] + slider["len"] <= 1.0
+
+
+def test_html_marks_misclassified_points_per_frame() -> None:
+    frames, labels = tour_frames(n_points=6, n_frames=2)  # labels 0 1 2 0 1 2
+    predicted = np.array([[0, 1, 2, 0, 1, 2], [1, 1, 2, 0, 1, 0]])  # frame 2: 0 and 5 wrong
+    figure = tour_figure(frames, labels, CLASS_NAMES, ["1", "2"], "T", "epoch", predicted)
+    for frame, wrong in zip(figure["frames"], [set(), {0, 5}], strict=True):
+        crosses = {
+            row[0]
+            for trace in frame["data"]
+            if trace["marker"]["symbol"] == MISCLASSIFIED_SYMBOL
+            for row in trace.get("customdata", [])
+        }
+        assert crosses == wrong
+        circles = {
+            row[0]
+            for trace in frame["data"]
+            if trace["marker"]["symbol"] == "circle"
+            for row in trace["customdata"]
+        }
+        assert circles == set(range(6)) - wrong
+        # the cross keeps the true class's colour, and the legend explains it
+        for trace in frame["data"][: 2 * len(CLASS_NAMES)]:
+            assert trace["legendgroup"] in CLASS_NAMES
+        key = frame["data"][-1]
+        assert key["name"] == f"misclassified ({len(wrong)} of 6)"
+        assert key["marker"]["symbol"] == MISCLASSIFIED_SYMBOL
+    assert "misclassified" in figure["layout"]["legend"]["title"]["text"]
+    # one prediction per point serves every frame of the rotation
+    same = tour_figure(frames, labels, CLASS_NAMES, ["1", "2"], "T", predictions=predicted[1])
+    assert [len(f["data"][3]["x"]) for f in same["frames"]] == [1, 1]  # class 0: point 0
+    with pytest.raises(ValueError, match="predictions"):
+        tour_figure(frames, labels, CLASS_NAMES, ["1", "2"], "T", predictions=predicted[:, :3])
 
 
 def test_png_grid_of_frames(tmp_path) -> None:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from matplotlib.colors import to_hex
 
 from pipeline.explain.parts.instanceflow import (
     OTHER,
+    OUTCOMES,
     Flow,
     column_counts,
     flows,
@@ -16,7 +18,13 @@ from pipeline.explain.parts.instanceflow import (
     visited_classes,
 )
 from pipeline.figures.common import save_figure
-from pipeline.figures.instanceflow import plot_sankey, plot_trajectories, sankey_html
+from pipeline.figures.instanceflow import (
+    OUTCOME_COLOURS,
+    plot_sankey,
+    plot_trajectories,
+    sankey_figure,
+    sankey_html,
+)
 
 # 3 epochs × 5 instances; each instance's story, read down a column:
 #   0: 0 0 0 (true 0)  steady, right       3: 0 1 2 (true 2)  two changes, right at the end
@@ -83,6 +91,36 @@ def test_flows_merge_other_classes_and_skip_epochs() -> None:
     ]
 
 
+CC, CW, WC, WW = OUTCOMES
+
+
+def test_flows_split_by_outcome_against_the_labels() -> None:
+    # read down the columns of PREDICTIONS against LABELS: instance 1 is corrected
+    # (1 -> 2, true 2), instance 2 becomes wrong (2 -> 0, true 2), instance 4 never right
+    assert flows(PREDICTIONS, np.array([0, 1, 2]), None, LABELS) == [
+        Flow(0, 0, 1, 0, 1, CC),
+        Flow(0, 0, 1, 1, 1, WW),
+        Flow(0, 1, 1, 1, 1, WW),
+        Flow(0, 1, 1, 2, 1, WC),
+        Flow(0, 2, 1, 2, 1, CC),
+        Flow(1, 0, 2, 0, 1, CC),
+        Flow(1, 1, 2, 1, 1, WW),
+        Flow(1, 1, 2, 2, 1, WC),
+        Flow(1, 2, 2, 0, 1, CW),
+        Flow(1, 2, 2, 2, 1, CC),
+    ]
+    # merged into "other", instances 1 and 4 share a node pair but not an outcome: two bands
+    assert flows(PREDICTIONS, np.array([0, 2]), [0], LABELS) == [
+        Flow(0, 0, 1, 0, 1, CC),
+        Flow(0, 0, 1, OTHER, 1, WC),
+        Flow(0, OTHER, 1, 0, 1, CW),
+        Flow(0, OTHER, 1, OTHER, 1, WC),
+        Flow(0, OTHER, 1, OTHER, 1, WW),
+    ]
+    with pytest.raises(ValueError, match="labels"):
+        flows(PREDICTIONS, np.array([0, 2]), None, LABELS[:3])
+
+
 def test_flow_counts_sum_to_instances_per_column() -> None:
     rng = np.random.default_rng(0)
     table = rng.integers(0, 6, size=(9, 40))
@@ -129,7 +167,7 @@ def test_most_unstable_order() -> None:
 
 def test_sankey_figure_nodes_and_bands(tmp_path) -> None:
     rows = np.array([0, 1, 2])
-    fig = plot_sankey(PREDICTIONS, np.array([1, 2, 3]), rows, NAMES)
+    fig = plot_sankey(PREDICTIONS, LABELS, np.array([1, 2, 3]), rows, NAMES)
     ax = fig.axes[0]
     nodes = {p.get_gid(): p.get_height() for p in ax.patches if str(p.get_gid()).startswith("n")}
     bands = [p for p in ax.patches if str(p.get_gid()).startswith("flow")]
@@ -145,6 +183,16 @@ def test_sankey_figure_nodes_and_bands(tmp_path) -> None:
         "node 2 2": 2,
     }
     assert len(bands) == 10
+    # bands are coloured by outcome, not by class: the two bands leaving "bird" in
+    # column 1 (bird -> bird right, bird -> cat wrong) differ, and match the legend
+    colour = {p.get_gid(): to_hex(p.get_facecolor()) for p in bands}
+    assert colour[f"flow 1 2 2 {CC}"] == OUTCOME_COLOURS[CC]
+    assert colour[f"flow 1 2 0 {CW}"] == OUTCOME_COLOURS[CW]
+    assert colour[f"flow 0 1 2 {WC}"] == OUTCOME_COLOURS[WC]
+    assert colour[f"flow 0 1 1 {WW}"] == OUTCOME_COLOURS[WW]
+    assert len(set(OUTCOME_COLOURS.values())) == 4
+    legends = [t.get_text() for legend in (ax.get_legend(), *ax.artists) for t in legend.texts]
+    assert set(OUTCOMES) <= set(legends)
     assert [t.get_text() for t in ax.get_xticklabels()] == ["1", "2", "3"]
     assert ax.get_xlabel() == "epoch"
     assert "cat (2)" in [t.get_text() for t in ax.texts]
@@ -153,7 +201,9 @@ def test_sankey_figure_nodes_and_bands(tmp_path) -> None:
 
 
 def test_sankey_figure_with_other(tmp_path) -> None:
-    fig = plot_sankey(PREDICTIONS, np.array([1, 2, 3]), np.array([0, 2]), NAMES, classes=[0])
+    fig = plot_sankey(
+        PREDICTIONS, LABELS, np.array([1, 2, 3]), np.array([0, 2]), NAMES, classes=[0]
+    )
     ax = fig.axes[0]
     labels = {t.get_text() for t in ax.texts}
     assert {"cat (2)", "other (3)"} <= labels
@@ -164,17 +214,47 @@ def test_sankey_figure_with_other(tmp_path) -> None:
 
 
 def test_sankey_html_is_self_contained() -> None:
-    html = sankey_html(PREDICTIONS, np.array([1, 2, 3]), np.array([0, 1, 2]), NAMES)
+    html = sankey_html(PREDICTIONS, LABELS, np.array([1, 2, 3]), np.array([0, 1, 2]), NAMES)
     assert html.lstrip().lower().startswith("<html") or "<!doctype html" in html.lower()
     assert "Sankey" in html
     assert "plotly" in html
     assert len(html) > 1_000_000  # plotly.js inlined: opens offline
     for name in NAMES:
         assert f"epoch 1: {name}" in html
-    merged = sankey_html(PREDICTIONS, np.array([1, 2, 3]), np.array([0, 2]), NAMES, classes=[0])
+    merged = sankey_html(
+        PREDICTIONS, LABELS, np.array([1, 2, 3]), np.array([0, 2]), NAMES, classes=[0]
+    )
     assert "epoch 3: other" in merged
     assert "epoch 3: cat" in merged
     assert "epoch 3: dog" not in merged
+
+
+def test_sankey_page_bands_by_outcome_and_integer_hover() -> None:
+    figure = sankey_figure(PREDICTIONS, LABELS, np.array([1, 2, 3]), np.array([0, 1, 2]), NAMES)
+    sankey = figure.to_plotly_json()["data"][0]
+    link, node = sankey["link"], sankey["node"]
+    labels = node["label"]
+    bands = {
+        (labels[s], labels[t]): (c, o)
+        for s, t, c, o in zip(
+            link["source"], link["target"], link["color"], link["customdata"], strict=True
+        )
+    }
+    right, wrong = (
+        bands[("epoch 2: bird", "epoch 3: bird")],
+        bands[("epoch 2: bird", "epoch 3: cat")],
+    )
+    assert (right[1], wrong[1]) == (CC, CW)
+    assert right[0] != wrong[0]  # the old page gave both the colour of "bird"
+    assert bands[("epoch 1: dog", "epoch 2: bird")][1] == WC
+    assert len({colour for colour, _ in bands.values()}) == 4
+    # counts print as integers ("1 instances", never "1.0")
+    assert "%{value:d}" in link["hovertemplate"]
+    assert "%{value:d}" in node["hovertemplate"]
+    assert all(isinstance(v, int) for v in link["value"])
+    caption = figure.layout.annotations[0].text
+    for name in OUTCOMES:
+        assert name in caption
 
 
 def test_trajectories_figure(tmp_path) -> None:

@@ -155,64 +155,148 @@ def tour_gif(
     return buffer.getvalue()
 
 
+MISCLASSIFIED_SYMBOL = "x"  # plotly marker of a point whose predicted class is not its label
+PLAY_ARGS = [
+    None,  # all frames, from the current one: the documented Play form
+    {
+        # redraw: each frame's title (epoch / t) is layout, which only a redraw shows
+        "frame": {"duration": 150, "redraw": True},
+        "transition": {"duration": 0},
+        "fromcurrent": True,
+        # immediate: a second Play restarts from the current frame instead of queueing
+        "mode": "immediate",
+    },
+]
+PAUSE_ARGS = [
+    [None],  # a list holding None stops the animation: the documented Pause form
+    {"frame": {"duration": 0, "redraw": True}, "transition": {"duration": 0}, "mode": "immediate"},
+]
+
+
+def _frame_predictions(
+    predictions: np.ndarray | None, n_frames: int, n_points: int, class_count: int
+) -> np.ndarray | None:
+    """F×N predicted classes (one row repeated when the same N serve every frame)."""
+    if predictions is None:
+        return None
+    predicted = np.asarray(predictions)
+    if predicted.shape == (n_points,):
+        predicted = np.broadcast_to(predicted, (n_frames, n_points))
+    if predicted.shape != (n_frames, n_points):
+        raise ValueError(
+            f"predictions must have shape ({n_points},) or ({n_frames}, {n_points}), "
+            f"got {predicted.shape}"
+        )
+    if not np.issubdtype(predicted.dtype, np.integer):
+        raise ValueError(f"predictions must be integer class indices, got {predicted.dtype}")
+    if predicted.min() < 0 or predicted.max() >= class_count:
+        raise ValueError(f"predictions must lie in [0, {class_count}) to index class_names")
+    return predicted.astype(np.int64)
+
+
 def tour_html(
     frames_xy: Sequence[np.ndarray],
     labels: np.ndarray,
     class_names: Sequence[str],
-    titles: Sequence[str],
+    steps: Sequence[str],
     title: str,
+    step_name: str = "frame",
+    predictions: np.ndarray | None = None,
 ) -> str:
-    """A self-contained HTML page (plotly.js embedded, works offline) with a play button
-    and a slider over the frames; hovering a point shows its instance index and class."""
+    """A self-contained HTML page (plotly.js embedded, works offline); see `tour_figure`."""
     import plotly.io as pio
 
-    frames, classes = _check_inputs(frames_xy, labels, class_names, titles)
+    figure = tour_figure(frames_xy, labels, class_names, steps, title, step_name, predictions)
+    return pio.to_html(figure, include_plotlyjs=True, full_html=True, validate=False)
+
+
+def tour_figure(
+    frames_xy: Sequence[np.ndarray],
+    labels: np.ndarray,
+    class_names: Sequence[str],
+    steps: Sequence[str],
+    title: str,
+    step_name: str = "frame",
+    predictions: np.ndarray | None = None,
+) -> dict:
+    """The plotly figure dict of an animated tour: Play/Pause buttons and a slider over the
+    frames. Frame k's title and slider label both read "`step_name` `steps[k]`" (e.g.
+    "epoch 3"), so the two never disagree. Points are coloured by their true class;
+    with `predictions` (N, or F×N when the model changes per frame) the misclassified
+    ones are drawn as crosses. Hovering a point shows its instance index and classes."""
+    frames, classes = _check_inputs(frames_xy, labels, class_names, steps)
+    predicted = _frame_predictions(predictions, len(frames), classes.size, len(class_names))
     colours = class_colours(len(class_names))
     members = [np.flatnonzero(classes == k) for k in range(len(class_names))]
     low, high = _limits(frames)
 
+    def scatter(points: np.ndarray, index: np.ndarray, k: int, wrong: bool, guess) -> dict:
+        name = str(class_names[k])
+        guessed = [str(class_names[g]) for g in guess[index]] if guess is not None else []
+        return {
+            "type": "scatter",
+            "x": points[index, 0].round(4).tolist(),
+            "y": points[index, 1].round(4).tolist(),
+            "mode": "markers",
+            "name": name,
+            "legendgroup": name,
+            "showlegend": not wrong,
+            "marker": {
+                "color": colours[k],
+                "size": 8 if wrong else 5,
+                "opacity": 0.9 if wrong else 0.8,
+                "symbol": MISCLASSIFIED_SYMBOL if wrong else "circle",
+            },
+            "customdata": [[int(i), g] for i, g in zip(index, guessed, strict=True)]
+            if guessed
+            else [[int(i)] for i in index],
+            "hovertemplate": f"instance %{{customdata[0]}}<br>class {name}"
+            + ("<br>predicted %{customdata[1]}" if guessed else "")
+            + "<extra></extra>",
+        }
+
     # plain dicts, not plotly.graph_objects: validating every trace of every frame took
-    # most of the time, and these are built from known-good arrays
-    def traces(points: np.ndarray) -> list[dict]:
-        return [
-            {
-                "type": "scatter",
-                "x": points[index, 0].round(4).tolist(),
-                "y": points[index, 1].round(4).tolist(),
-                "mode": "markers",
-                "name": str(name),
-                "marker": {"color": colour, "size": 5, "opacity": 0.8},
-                "customdata": index.tolist(),
-                "hovertemplate": f"instance %{{customdata}}<br>class {name}<extra></extra>",
-            }
-            for index, colour, name in zip(members, colours, class_names, strict=True)
+    # most of the time, and these are built from known-good arrays. Every frame has the
+    # same traces: per class the right points, then (with predictions) the wrong ones,
+    # and one legend-only entry that explains the cross.
+    def traces(points: np.ndarray, guess: np.ndarray | None) -> list[dict]:
+        if guess is None:
+            return [scatter(points, index, k, False, None) for k, index in enumerate(members)]
+        wrong = guess != classes
+        shown = [
+            scatter(points, index[wrong[index] == miss], k, miss, guess)
+            for miss in (False, True)
+            for k, index in enumerate(members)
         ]
+        key = {
+            "type": "scatter",
+            "x": [None],
+            "y": [None],
+            "mode": "markers",
+            "name": f"misclassified ({int(wrong.sum())} of {wrong.size})",
+            "marker": {"color": "black", "size": 8, "symbol": MISCLASSIFIED_SYMBOL},
+            "hoverinfo": "skip",
+        }
+        return [*shown, key]
 
     names = [str(k) for k in range(len(frames))]
+    headings = [f"{title}<br>{step_name} {step}" for step in steps]
+    guesses = [None] * len(frames) if predicted is None else list(predicted)
     figure: dict = {
-        "data": traces(frames[0]),
+        "data": traces(frames[0], guesses[0]),
         "frames": [
             {
-                "data": traces(points),
+                "data": traces(points, guess),
                 "name": name,
-                "layout": {"title": {"text": f"{title}<br>{label}"}},
+                "layout": {"title": {"text": heading}},
             }
-            for points, name, label in zip(frames, names, titles, strict=True)
+            for points, guess, name, heading in zip(frames, guesses, names, headings, strict=True)
         ],
     }
-    play = {
-        "frame": {"duration": 100, "redraw": False},
-        "transition": {"duration": 0},
-        "fromcurrent": True,
-        "mode": "immediate",
-    }
-    pause = {
-        "frame": {"duration": 0, "redraw": False},
-        "transition": {"duration": 0},
-        "mode": "immediate",
-    }
+    legend = "class (colour = true class"
+    legend += ", × = misclassified)" if predicted is not None else ")"
     figure["layout"] = dict(
-        title={"text": f"{title}<br>{titles[0]}"},
+        title={"text": headings[0]},
         xaxis={"range": [low, high], "title": {"text": AXIS_LABELS[0]}},
         yaxis={
             "range": [low, high],
@@ -220,39 +304,46 @@ def tour_html(
             "scaleanchor": "x",
             "scaleratio": 1,
         },
-        legend={"title": {"text": "class"}},
-        width=820,
-        height=800,
-        margin={"b": 150},
+        legend={"title": {"text": legend}},
+        width=860,
+        height=820,
+        margin={"b": 170},
+        # buttons end (xanchor right) where the slider starts (xanchor left), both under
+        # the x-axis title: the slider's "epoch 3" label sits above the slider, clear of them
         updatemenus=[
             {
                 "type": "buttons",
                 "direction": "left",
-                "x": 0.0,
-                "y": -0.12,
-                "xanchor": "left",
+                "x": 0.1,
+                "xanchor": "right",
+                "y": -0.1,
                 "yanchor": "top",
+                "pad": {"t": 45, "r": 10},
+                "showactive": False,
                 "buttons": [
-                    {"label": "Play", "method": "animate", "args": [None, play]},
-                    {"label": "Pause", "method": "animate", "args": [[None], pause]},
+                    {"label": "Play", "method": "animate", "args": PLAY_ARGS},
+                    {"label": "Pause", "method": "animate", "args": PAUSE_ARGS},
                 ],
             }
         ],
         sliders=[
             {
                 "active": 0,
-                "x": 0.15,
-                "len": 0.85,
-                "y": -0.12,
+                "x": 0.1,
+                "xanchor": "left",
+                "len": 0.9,
+                "y": -0.1,
                 "yanchor": "top",
-                "currentvalue": {"prefix": "frame "},
+                "pad": {"t": 30, "b": 10},
+                "currentvalue": {"prefix": f"{step_name} ", "xanchor": "left"},
                 "steps": [
-                    {"label": name, "method": "animate", "args": [[name], pause]} for name in names
+                    {"label": str(step), "method": "animate", "args": [[name], PAUSE_ARGS[1]]}
+                    for step, name in zip(steps, names, strict=True)
                 ],
             }
         ],
     )
-    return pio.to_html(figure, include_plotlyjs=True, full_html=True, validate=False)
+    return figure
 
 
 def plot_tour_frames(

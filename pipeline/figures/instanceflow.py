@@ -2,12 +2,15 @@
 (static PNG and interactive HTML) and the probability trajectories of single instances.
 
 Each class keeps one colour everywhere (tab10, or tab20 past ten classes; the merged
-"other" node is grey), so a band, a node and a trajectory marker of the same class match.
+"other" node is grey), so a node and a trajectory marker of the same class match. Sankey
+bands are coloured by outcome instead (OUTCOME_COLOURS: whether their instances are
+right at the earlier and at the later epoch), so corrections and new mistakes stand out.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -19,6 +22,7 @@ from matplotlib.ticker import MaxNLocator
 
 from pipeline.explain.parts.instanceflow import (
     OTHER,
+    OUTCOMES,
     Flow,
     column_counts,
     flows,
@@ -26,9 +30,16 @@ from pipeline.explain.parts.instanceflow import (
 )
 from pipeline.figures.common import message_figure
 
+if TYPE_CHECKING:
+    import plotly.graph_objects as go
+
 OTHER_COLOUR = "#9e9e9e"
 NODE_WIDTH = 0.12  # share of the distance between two columns
-FLOW_ALPHA = 0.35
+FLOW_ALPHA = 0.45
+OUTCOME_COLOURS = dict(
+    zip(OUTCOMES, ("#1a9850", "#d73027", "#4575b4", "#969696"), strict=True)
+)  # correct → correct green, correct → wrong red, wrong → correct blue, wrong → wrong grey
+BANDS_CAPTION = "bands coloured by outcome at the earlier → later epoch"
 
 
 def class_colour(cls: int, class_count: int) -> tuple[float, float, float, float]:
@@ -78,19 +89,21 @@ def _band(x0: float, a_top: float, x1: float, b_top: float, width: int) -> Path:
 
 def plot_sankey(
     predictions: np.ndarray,
+    labels: np.ndarray,
     epochs: np.ndarray,
     epoch_rows: np.ndarray,
     class_names: Sequence[str],
     classes: Sequence[int] | None = None,
 ) -> Figure:
     """Sankey of predicted classes: one column per selected epoch, a node per predicted
-    class (height = instances), bands for instances moving between consecutive columns.
-    Nodes carry gid "node <column> <class>" and bands "flow <column> <from> <to>"."""
+    class (height = instances), bands for instances moving between consecutive columns,
+    one per outcome (right/wrong against `labels` before and after) in its colour.
+    Nodes carry gid "node <column> <class>" and bands "flow <column> <from> <to> <outcome>"."""
     table = np.asarray(predictions)
     rows = np.asarray(epoch_rows)
     total = table.shape[1]
     counts = column_counts(table, rows, classes)
-    links: list[Flow] = flows(table, rows, classes)
+    links: list[Flow] = flows(table, rows, classes, labels)
     gap = max(0.03 * total, 0.5)
     tops, tallest = _layout(counts, gap)
     k = len(class_names)
@@ -108,11 +121,11 @@ def plot_sankey(
         in_used[target] = in_used.get(target, 0.0) + link.count
         patch = PathPatch(
             _band(link.from_column + half, a_top, link.to_column - half, b_top, link.count),
-            facecolor=class_colour(link.from_class, k),
+            facecolor=OUTCOME_COLOURS[str(link.outcome)],
             edgecolor="none",
             alpha=FLOW_ALPHA,
         )
-        patch.set_gid(f"flow {link.from_column} {link.from_class} {link.to_class}")
+        patch.set_gid(f"flow {link.from_column} {link.from_class} {link.to_class} {link.outcome}")
         ax.add_patch(patch)
 
     label_min = 0.015 * total  # smaller nodes would print labels on top of each other
@@ -145,14 +158,23 @@ def plot_sankey(
         Rectangle((0, 0), 1, 1, facecolor=class_colour(c, k), edgecolor="black", linewidth=0.5)
         for c in shown
     ]
-    ax.legend(
+    nodes_legend = ax.legend(
         handles,
         [_class_label(c, class_names) for c in shown],
-        title="predicted class",
+        title="node: predicted class",
         loc="upper left",
         bbox_to_anchor=(1.01, 1.0),
         fontsize=8,
         ncol=1 if len(shown) <= 14 else 2,
+    )
+    ax.add_artist(nodes_legend)
+    ax.legend(
+        [Rectangle((0, 0), 1, 1, facecolor=c, alpha=FLOW_ALPHA) for c in OUTCOME_COLOURS.values()],
+        list(OUTCOME_COLOURS),
+        title="band: instances",
+        loc="lower left",
+        bbox_to_anchor=(1.01, 0.0),
+        fontsize=8,
     )
     selected = np.asarray(epochs)[rows]
     ax.set_xlim(-0.3, len(rows) - 1 + 0.55)
@@ -166,7 +188,7 @@ def plot_sankey(
     ax.set_title(
         f"InstanceFlow: predicted class of {total} tracked test instances "
         f"over epochs {int(selected[0])}–{int(selected[-1])}\n"
-        "(bands: instances moving between classes, coloured by their earlier class)"
+        f"(nodes: predicted class; {BANDS_CAPTION}, see the band legend)"
     )
     fig.tight_layout()
     return fig
@@ -181,13 +203,29 @@ def _css(colour: tuple[float, float, float, float], alpha: float | None = None) 
 
 def sankey_html(
     predictions: np.ndarray,
+    labels: np.ndarray,
     epochs: np.ndarray,
     epoch_rows: np.ndarray,
     class_names: Sequence[str],
     classes: Sequence[int] | None = None,
 ) -> str:
-    """The same Sankey as a self-contained interactive HTML page (plotly.js inlined, so it
-    opens offline); hovering a node or band shows its instance count."""
+    """The Sankey of `sankey_figure` as a self-contained interactive HTML page (plotly.js
+    inlined, so it opens offline)."""
+    figure = sankey_figure(predictions, labels, epochs, epoch_rows, class_names, classes)
+    return figure.to_html(include_plotlyjs=True, full_html=True)
+
+
+def sankey_figure(
+    predictions: np.ndarray,
+    labels: np.ndarray,
+    epochs: np.ndarray,
+    epoch_rows: np.ndarray,
+    class_names: Sequence[str],
+    classes: Sequence[int] | None = None,
+) -> go.Figure:
+    """The same Sankey as `plot_sankey` in plotly: nodes in class colours, bands in outcome
+    colours with a caption saying which is which; hovering a node or band shows its
+    whole instance count (and a band its outcome)."""
     import plotly.graph_objects as go
 
     table = np.asarray(predictions)
@@ -196,44 +234,63 @@ def sankey_html(
     counts = column_counts(table, rows, classes)
     k = len(class_names)
     index: dict[tuple[int, int], int] = {}
-    labels, colours, xs = [], [], []
+    names, colours, xs = [], [], []
     for column, column_counts_ in enumerate(counts):
         for cls in column_counts_:
-            index[(column, cls)] = len(labels)
-            labels.append(f"epoch {int(selected[column])}: {_class_label(cls, class_names)}")
+            index[(column, cls)] = len(names)
+            names.append(f"epoch {int(selected[column])}: {_class_label(cls, class_names)}")
             colours.append(_css(class_colour(cls, k)))
             xs.append(column / max(len(rows) - 1, 1))
-    links = flows(table, rows, classes)
+    links = flows(table, rows, classes, labels)
+    band = {name: _css(to_rgba(colour), FLOW_ALPHA) for name, colour in OUTCOME_COLOURS.items()}
     figure = go.Figure(
         go.Sankey(
             arrangement="snap",
             node={
-                "label": labels,
+                "label": names,
                 "color": colours,
                 "pad": 12,
                 "thickness": 14,
-                "hovertemplate": "%{label}<br>%{value} instances<extra></extra>",
+                "hovertemplate": "%{label}<br>%{value:d} instances<extra></extra>",
             },
             link={
                 "source": [index[(f.from_column, f.from_class)] for f in links],
                 "target": [index[(f.to_column, f.to_class)] for f in links],
-                "value": [f.count for f in links],
-                "color": [_css(class_colour(f.from_class, k), FLOW_ALPHA) for f in links],
+                "value": [int(f.count) for f in links],
+                "color": [band[str(f.outcome)] for f in links],
+                "customdata": [str(f.outcome) for f in links],
                 "hovertemplate": (
-                    "%{source.label} → %{target.label}<br>%{value} instances<extra></extra>"
+                    "%{source.label} → %{target.label}<br>%{value:d} instances, "
+                    "%{customdata}<extra></extra>"
                 ),
             },
         )
+    )
+    key = " &nbsp; ".join(
+        f"<span style='color:{colour}'>■</span> {name}" for name, colour in OUTCOME_COLOURS.items()
     )
     figure.update_layout(
         title=(
             f"InstanceFlow: predicted class of {table.shape[1]} tracked test instances "
             f"over epochs {int(selected[0])}–{int(selected[-1])}"
         ),
+        annotations=[
+            {
+                "text": f"Nodes: predicted class. Bands: {BANDS_CAPTION}: {key}",
+                "x": 0.5,
+                "y": -0.06,
+                "xref": "paper",
+                "yref": "paper",
+                "xanchor": "center",
+                "yanchor": "top",
+                "showarrow": False,
+            }
+        ],
+        margin={"b": 80},
         font={"size": 11},
         height=650,
     )
-    return figure.to_html(include_plotlyjs=True, full_html=True)
+    return figure
 
 
 def plot_trajectories(

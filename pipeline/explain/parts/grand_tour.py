@@ -159,13 +159,24 @@ def normalise(points_list: Sequence[np.ndarray]) -> list[np.ndarray]:
     return [points * scale for points in frames]
 
 
-def layer_activations(net: nn.Module, layer: str, images: np.ndarray) -> np.ndarray:
-    """N×D activations of a layer for uint8 images; `softmax` is the softmax output."""
+def layer_activations(
+    net: nn.Module, layer: str, images: np.ndarray, probabilities: np.ndarray | None = None
+) -> np.ndarray:
+    """N×D activations of a layer for uint8 images; `softmax` is the softmax output
+    (`probabilities`, when already computed, so it is not run twice)."""
     from pipeline.inference import layer_codes, predict_proba
 
     if layer == SOFTMAX:
-        return predict_proba(net, images)
+        return predict_proba(net, images) if probabilities is None else probabilities
     return layer_codes(net, layer, images).flatten(1).numpy()
+
+
+def _predict(net: nn.Module, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Softmax probabilities and the predicted class (int16: the pages mark the wrong ones)."""
+    from pipeline.inference import predict_proba
+
+    probabilities = predict_proba(net, images)
+    return probabilities, probabilities.argmax(axis=1).astype(np.int16)
 
 
 class GrandTourPart(InsidePart):
@@ -181,7 +192,9 @@ class GrandTourPart(InsidePart):
     def compute(self, inputs: Inputs, p: GrandTourParams) -> Computed:  # type: ignore[override]
         """`tour`: per layer the normalised N×2 frames of the rotation (`<layer>/rotation`,
         at `<layer>/times`) and, with one fixed projection, after every saved epoch
-        (`<layer>/epochs`); the instances' labels and test rows."""
+        (`<layer>/epochs`); the instances' labels and test rows, and the predicted classes
+        of the final model (`predictions`, N) and after every epoch (`epoch_predictions`,
+        E×N), so the pages can mark misclassified points."""
         import torch
 
         splits, net = inputs.splits, inputs.net
@@ -200,8 +213,9 @@ class GrandTourPart(InsidePart):
         step = TOUR_LENGTH / (p.frames - 1)
         fixed: dict[str, np.ndarray] = {}
         with torch.inference_mode():
+            probabilities, arrays["predictions"] = _predict(net, images)
             for layer in p.layers:
-                final = layer_activations(net, layer, images)
+                final = layer_activations(net, layer, images, probabilities)
                 rotations = GrandTour(final.shape[1], inputs.seed).frames(p.frames, step)
                 arrays[f"{layer}/rotation"] = np.stack(
                     normalise([project(final, r) for r in rotations])
@@ -210,15 +224,20 @@ class GrandTourPart(InsidePart):
                 # one fixed projection for every epoch, so only the model changes between frames
                 fixed[layer] = rotations[len(rotations) // 3]
                 metrics[f"{layer}/dimensions"] = float(final.shape[1])
-            epochs, per_epoch = [], {layer: [] for layer in p.layers}
+            epochs, predicted, per_epoch = [], [], {layer: [] for layer in p.layers}
             for epoch, epoch_net in epoch_nets:
                 epochs.append(epoch)
+                probabilities, classes = _predict(epoch_net, images)
+                predicted.append(classes)
                 for layer in p.layers:
-                    codes = layer_activations(epoch_net, layer, images)
+                    codes = layer_activations(epoch_net, layer, images, probabilities)
                     per_epoch[layer].append(project(codes, fixed[layer]))
         for layer, frames in per_epoch.items():
             arrays[f"{layer}/epochs"] = np.stack(normalise(frames))
         arrays["epochs"] = np.array(epochs)
+        arrays["epoch_predictions"] = np.array(predicted, dtype=np.int16).reshape(
+            len(epochs), count
+        )
         metrics["epochs"] = len(epochs)
         return Computed({"tour": arrays}, metrics)
 
@@ -233,10 +252,17 @@ class GrandTourPart(InsidePart):
         for layer in z["layers"]:
             slug = str(layer).replace(".", "_")
             frames = list(z[f"{layer}/rotation"])
-            titles = [f"Grand Tour of {layer}, t = {t:.2f}" for t in z[f"{layer}/times"]]
+            times = [f"{t:.2f}" for t in z[f"{layer}/times"]]
+            titles = [f"Grand Tour of {layer}, t = {t}" for t in times]
             drawn[f"{slug}_rotation.gif"] = tour_gif(frames, labels, names, titles)
             drawn[f"{slug}_rotation.html"] = tour_html(
-                frames, labels, names, titles, f"Grand Tour of {layer}"
+                frames,
+                labels,
+                names,
+                times,
+                f"Grand Tour of {layer} (final model)",
+                step_name="t =",
+                predictions=z["predictions"],
             )
             picks = np.linspace(0, len(frames) - 1, min(8, len(frames))).astype(int)
             drawn[f"{slug}_rotation.png"] = plot_tour_frames(
@@ -247,13 +273,16 @@ class GrandTourPart(InsidePart):
                 title=f"Grand Tour of {layer}: rotating projections",
             )
             frames = list(z[f"{layer}/epochs"])
-            titles = [f"{layer} after epoch {e}" for e in z["epochs"]]
+            epochs = [str(int(e)) for e in z["epochs"]]
+            titles = [f"{layer} after epoch {e}" for e in epochs]
             drawn[f"{slug}_epochs.gif"] = tour_gif(frames, labels, names, titles, fps=2)
             drawn[f"{slug}_epochs.html"] = tour_html(
                 frames,
                 labels,
                 names,
-                titles,
+                epochs,
                 f"{layer} across the training epochs (fixed projection)",
+                step_name="epoch",
+                predictions=z["epoch_predictions"],
             )
         return drawn

@@ -58,6 +58,16 @@ class Flow:
     to_column: int
     to_class: int
     count: int
+    outcome: str | None = None  # one of OUTCOMES when flows() is given the true labels
+
+
+OUTCOMES = ("correct → correct", "correct → wrong", "wrong → correct", "wrong → wrong")
+"""Whether a band's instances are classified correctly at its earlier → later epoch."""
+
+
+def outcome(correct_before: bool, correct_after: bool) -> str:
+    """The OUTCOMES entry of an instance right (or not) at two consecutive columns."""
+    return OUTCOMES[2 * (not correct_before) + (not correct_after)]
 
 
 def _check_table(predictions: np.ndarray) -> np.ndarray:
@@ -130,19 +140,32 @@ def column_counts(
 
 
 def flows(
-    predictions: np.ndarray, epoch_rows: np.ndarray, classes: Sequence[int] | None
+    predictions: np.ndarray,
+    epoch_rows: np.ndarray,
+    classes: Sequence[int] | None,
+    labels: np.ndarray | None = None,
 ) -> list[Flow]:
     """Class-to-class instance counts between each pair of consecutive selected epochs,
-    sorted by column, source node and target node; counts leaving a column sum to N."""
+    sorted by column, source node and target node; counts leaving a column sum to N.
+    With the true `labels`, each class-to-class flow is split by its instances' outcome
+    (right or wrong at the earlier and at the later epoch, OUTCOMES order), so a band
+    says whether the move was a correction or a new mistake."""
     table = _check_table(predictions)
     rows = np.asarray(epoch_rows)
+    truth = None if labels is None else np.asarray(labels)
+    if truth is not None and truth.shape != (table.shape[1],):
+        raise ValueError(f"labels must have shape ({table.shape[1]},), got {truth.shape}")
     result: list[Flow] = []
     for column in range(len(rows) - 1):
-        source = _merged(table[rows[column]], classes)
-        target = _merged(table[rows[column + 1]], classes)
-        pairs = Counter(zip(source.tolist(), target.tolist(), strict=True))
-        for a, b in sorted(pairs, key=lambda p: (node_order(p[0]), node_order(p[1]))):
-            result.append(Flow(column, a, column + 1, b, pairs[(a, b)]))
+        before, after = table[rows[column]], table[rows[column + 1]]
+        keys = [_merged(before, classes).tolist(), _merged(after, classes).tolist()]
+        if truth is not None:
+            keys += [(before == truth).tolist(), (after == truth).tolist()]
+        groups = Counter(zip(*keys, strict=True))
+        order = lambda g: (node_order(g[0]), node_order(g[1]), tuple(not c for c in g[2:]))  # noqa: E731
+        for key in sorted(groups, key=order):
+            kind = outcome(key[2], key[3]) if truth is not None else None
+            result.append(Flow(column, key[0], column + 1, key[1], groups[key], kind))
     return result
 
 
@@ -240,7 +263,14 @@ class InstanceFlow(InsidePart):
         flow = stored["flow"]
         names = [str(n) for n in flow["class_names"]]
         classes = flow["classes"].tolist() or None
-        args = (flow["predictions"], flow["epochs"], flow["epoch_rows"], names, classes)
+        args = (
+            flow["predictions"],
+            flow["labels"],
+            flow["epochs"],
+            flow["epoch_rows"],
+            names,
+            classes,
+        )
         return {
             "sankey.png": plot_sankey(*args),
             "sankey.html": sankey_html(*args),
