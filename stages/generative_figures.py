@@ -16,40 +16,24 @@ from __future__ import annotations
 import json
 import logging
 
-from pipeline.errors import PipelineError
-from pipeline.figures.alpha_tradeoff import (
-    PANELS,
-    REFERENCE_SOURCE,
+from pipeline.cladec_table import (
+    COLUMNS,
     Property,
-    plot_alpha_tradeoff,
+    cladec_markdown,
     qualitative_properties,
-    reference,
+    with_reference,
 )
+from pipeline.errors import PipelineError
+from pipeline.figures.alpha_tradeoff import plot_alpha_tradeoff
 from pipeline.figures.common import save_figure
 from pipeline.figures.reconstructions import plot_stored_reconstructions
 from pipeline.io import read_npz, write_csv, write_text
 from pipeline.params import load_params
-from pipeline.tables import markdown_table
 from pipeline.tracking import StageRun, stage_run
 from stages import paths
 from stages.runner import run_stage
 
 log = logging.getLogger("stages.generative_figures")
-TRAINING = ["training_epochs", "stopped_early", "best_epoch"]
-REFERENCE_COLUMNS = ["reference_sse_per_image", "reference_classifier_ce", "reference_accuracy"]
-COLUMNS = ["kind", "layer", "alpha", *(key for key, _ in PANELS), *TRAINING, *REFERENCE_COLUMNS]
-MD_HEADER = [
-    "kind",
-    "layer",
-    "alpha",
-    "SSE / image",
-    "classifier CE",
-    "classifier accuracy",
-    "epochs (best)",
-    "reference SSE",
-    "reference CE",
-    "reference accuracy",
-]
 
 
 def cladec_rows() -> list[dict]:
@@ -67,13 +51,6 @@ def cladec_rows() -> list[dict]:
     return sorted(rows, key=lambda r: (r["layer"], r["kind"] == "refae", r["alpha"] or 0.0))
 
 
-def with_reference(row: dict) -> dict:
-    """The row plus the reference's numbers for its layer name and alpha (empty where
-    the reference has none)."""
-    ref = reference(row["layer"], row["alpha"]) or (None, None, None)
-    return {**row, **dict(zip(REFERENCE_COLUMNS, ref, strict=True))}
-
-
 def classifier_accuracy() -> float | None:
     """The classifier's test accuracy on the original images; None (with a warning) when
     metrics/classifier.json is absent: the accuracy property is then not checked."""
@@ -83,50 +60,12 @@ def classifier_accuracy() -> float | None:
     return float(json.loads(paths.CLASSIFIER_METRICS.read_text())["test"]["accuracy"])
 
 
-def _cell(value: float | None, spec: str) -> str:
-    """A reference number, or '—' where the reference has none."""
-    return "—" if value is None else format(value, spec)
-
-
-def _epochs(row: dict) -> str:
-    """'12 (9)': epochs trained and the best epoch kept; '—' when not recorded."""
-    if "training_epochs" not in row:
-        return "—"
-    best = row.get("best_epoch")
-    return f"{row['training_epochs']}" + ("" if best is None else f" ({best})")
-
-
-def properties_markdown(properties: list[Property]) -> str:
-    """The qualitative properties, one row each, and the overall count."""
-    held = sum(p.holds for p in properties)
-    table = markdown_table(
-        ["scope", "property (the reference's MNIST table)", "verdict", "this run"],
-        [[p.scope, p.claim, p.verdict, p.numbers] for p in properties],
-    )
-    overall = f"Overall: {held} of {len(properties)} properties hold on this run"
-    failed = [f"{p.scope}: {p.claim}" for p in properties if not p.holds]
-    return table + "\n" + overall + (("; FAILS: " + "; ".join(failed)) if failed else ".") + "\n"
-
-
 def write_cladec_table(rows: list[dict], run: StageRun) -> list[Property]:
     """The CSV and Markdown ClaDec tables, the trade-off figure; returns the properties."""
     rows = [with_reference(r) for r in rows]
     write_csv(paths.CLADEC_TABLE, rows, COLUMNS)
-    cells = [
-        [r["kind"], r["layer"], "—" if r["alpha"] is None else f"{r['alpha']:g}"]
-        + [f"{r['sse_per_image']:.2f}", f"{r['classifier_ce']:.4f}"]
-        + [f"{r['classifier_accuracy']:.3f}", _epochs(r)]
-        + [_cell(r[k], f) for k, f in zip(REFERENCE_COLUMNS, (".2f", ".4f", ".3f"), strict=True)]
-        for r in rows
-    ]
-    accuracy = classifier_accuracy()
-    properties = qualitative_properties(rows, accuracy)
-    write_text(
-        paths.CLADEC_TABLE_MD,
-        markdown_table(MD_HEADER, cells)
-        + f"\nreference: {REFERENCE_SOURCE}; the reference's layers are of its own "
-        "classifier (compare the shapes, not the values).\n\n" + properties_markdown(properties),
-    )
+    properties = qualitative_properties(rows, classifier_accuracy())
+    write_text(paths.CLADEC_TABLE_MD, cladec_markdown(rows, properties))
     save_figure(
         plot_alpha_tradeoff(rows, "ClaDec: what the decoders keep, by alpha"),
         paths.CLADEC_ALPHA_FIG,

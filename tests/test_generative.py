@@ -9,9 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from pipeline.cladec_table import qualitative_properties, reference
 from pipeline.errors import ParamsError
 from pipeline.explain.parts.cladec_decodings import grid_scores, grid_title
-from pipeline.figures.alpha_tradeoff import qualitative_properties, reference
 from pipeline.generative_training import (
     elbo_terms,
     one_per_class,

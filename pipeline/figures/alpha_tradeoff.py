@@ -1,16 +1,16 @@
 """ClaDec's alpha trade-off: each loss against alpha, one line per layer, the layer's
 reference autoencoder as a dashed line of the same colour, and the reference's own MNIST
-numbers as grey crosses; and the qualitative properties the reference's table shows,
-checked on this run's numbers (`qualitative_properties`)."""
+numbers (`pipeline/cladec_table.py`) as grey crosses."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
+
+from pipeline.cladec_table import REFERENCE
 
 PANELS = (
     ("mse_per_pixel", "reconstruction MSE per pixel"),
@@ -19,35 +19,7 @@ PANELS = (
     ("classifier_accuracy", "classifier accuracy on decoded"),
 )
 
-# The reference implementation's MNIST test-set numbers (cladec-mnist by Schneider &
-# Vlachos' co-authors, eval/evaluation_result.csv: 60,000 training images, 10 epochs,
-# their own classifier): per layer, alpha (None: the RefAE) -> (SSE per image,
-# classifier cross-entropy on the decodings, classifier accuracy on them). Their conv
-# and dense layers are of their classifier, not ours: compare shapes, not values.
-REFERENCE_SOURCE = "cladec-mnist eval/evaluation_result.csv (MNIST, 60,000 training images)"
-REFERENCE: dict[str, dict[float | None, tuple[float, float | None, float]]] = {
-    "dense": {
-        None: (3.131, None, 0.9871),
-        0.0: (20.52, 0.1285, 0.9840),
-        0.01: (20.57, 0.1195, 0.9839),
-        0.5: (20.52, 0.0893, 0.9851),
-        0.99: (24.08, 0.0542, 0.9861),
-        0.999: (87.53, 0.0845, 0.9871),
-    },
-    "conv": {
-        None: (0.359, None, 0.9914),
-        0.0: (1.467, 0.0454, 0.9893),
-        0.01: (1.488, 0.0466, 0.9893),
-        0.5: (1.460, 0.0447, 0.9899),
-        0.99: (2.784, 0.0400, 0.9898),
-        0.999: (32.32, 0.0903, 0.9865),
-    },
-}
-SSE_TOLERANCE = 0.25  # SSE at alpha 0.5 within this fraction of alpha 0's
-ACCURACY_TOLERANCE = 0.03  # accuracy on alpha-0.5 decodings within this of the classifier's
-
-
-REFERENCE_COLUMNS = {"sse_per_image": 0, "classifier_ce": 1, "classifier_accuracy": 2}
+REFERENCE_INDEX = {"sse_per_image": 0, "classifier_ce": 1, "classifier_accuracy": 2}
 
 
 def _reference_points(layer: str, column: int) -> list[tuple[float, float]]:
@@ -57,124 +29,6 @@ def _reference_points(layer: str, column: int) -> list[tuple[float, float]]:
         for a, v in REFERENCE[layer].items()
         if a is not None and v[column] is not None
     )
-
-
-def reference(layer: str, alpha: float | None) -> tuple[float, float | None, float] | None:
-    """The reference's numbers for a layer name and alpha (None: RefAE), if it has them."""
-    return REFERENCE.get(layer, {}).get(alpha)
-
-
-@dataclass(frozen=True)
-class Property:
-    """One qualitative property of the reference's table, checked on this run."""
-
-    scope: str  # a layer, or "all layers"
-    claim: str
-    holds: bool
-    numbers: str  # the values it was decided on
-
-    @property
-    def verdict(self) -> str:
-        return "holds" if self.holds else "FAILS"
-
-
-def _layer_properties(
-    layer: str,
-    cladec: dict[float, dict[str, Any]],
-    refae: dict[str, Any] | None,
-    accuracy: float | None,
-) -> list[Property]:
-    """The per-layer properties from its ClaDec rows (by alpha) and RefAE row."""
-    sse = {a: r["sse_per_image"] for a, r in cladec.items()}
-    ce = {a: r["classifier_ce"] for a, r in cladec.items()}
-    top = max(sse)
-    out: list[Property] = []
-    if 0.0 in sse and 0.5 in sse:
-        ratio = sse[0.5] / sse[0.0]
-        out.append(
-            Property(
-                layer,
-                f"SSE at alpha 0.5 within {SSE_TOLERANCE:.0%} of alpha 0",
-                abs(ratio - 1) <= SSE_TOLERANCE,
-                f"{sse[0.5]:.2f} vs {sse[0.0]:.2f} (x{ratio:.2f})",
-            )
-        )
-    if 0.0 in sse and top > 0.0:
-        out.append(
-            Property(
-                layer,
-                f"SSE rises by the largest alpha ({top:g})",
-                sse[top] > sse[0.0],
-                f"{sse[top]:.2f} vs {sse[0.0]:.2f}",
-            )
-        )
-        out.append(
-            Property(
-                layer,
-                "classifier cross-entropy on the decodings falls with alpha "
-                "(every alpha > 0 below alpha 0)",
-                all(v < ce[0.0] for a, v in ce.items() if a > 0),
-                ", ".join(f"{a:g}: {v:.3f}" for a, v in sorted(ce.items())),
-            )
-        )
-    if refae is not None:
-        out.append(
-            Property(
-                layer,
-                "RefAE's SSE below every ClaDec's",
-                all(refae["sse_per_image"] < v for v in sse.values()),
-                f"{refae['sse_per_image']:.2f} vs min {min(sse.values()):.2f}",
-            )
-        )
-    if 0.5 in cladec and accuracy is not None:
-        got = cladec[0.5]["classifier_accuracy"]
-        out.append(
-            Property(
-                layer,
-                f"accuracy on alpha-0.5 decodings within {ACCURACY_TOLERANCE} of the "
-                "classifier's on the originals",
-                abs(got - accuracy) <= ACCURACY_TOLERANCE,
-                f"{got:.3f} vs {accuracy:.3f}",
-            )
-        )
-    return out
-
-
-def qualitative_properties(
-    rows: Sequence[dict[str, Any]], accuracy: float | None
-) -> list[Property]:
-    """The reference's qualitative table, checked on this run's rows (kind, layer, alpha
-    and the metrics): per layer the properties of `_layer_properties`; across layers,
-    the conv layer's SSE below the dense layer's at every alpha both have. `accuracy`:
-    the classifier's test accuracy on the original images (None: not checked)."""
-    by_layer: dict[str, dict[float, dict[str, Any]]] = {}
-    refaes: dict[str, dict[str, Any]] = {}
-    for r in rows:
-        if r["kind"] == "refae":
-            refaes[r["layer"]] = r
-        else:
-            by_layer.setdefault(r["layer"], {})[r["alpha"]] = r
-    out = [
-        p
-        for layer in sorted(by_layer)
-        for p in _layer_properties(layer, by_layer[layer], refaes.get(layer), accuracy)
-    ]
-    if "conv" in by_layer and "dense" in by_layer:
-        shared = sorted(set(by_layer["conv"]) & set(by_layer["dense"]))
-        conv = [by_layer["conv"][a]["sse_per_image"] for a in shared]
-        dense = [by_layer["dense"][a]["sse_per_image"] for a in shared]
-        out.append(
-            Property(
-                "all layers",
-                "the conv layer's SSE below the dense layer's at every alpha",
-                all(c < d for c, d in zip(conv, dense, strict=True)),
-                ", ".join(
-                    f"{a:g}: {c:.2f} vs {d:.2f}"
-                    for a, c, d in zip(shared, conv, dense, strict=True)
-                ),
-            )
-        )
-    return out
 
 
 def plot_alpha_tradeoff(rows: Sequence[dict[str, Any]], title: str) -> Figure:
@@ -199,9 +53,9 @@ def plot_alpha_tradeoff(rows: Sequence[dict[str, Any]], title: str) -> Figure:
             for r in rows:
                 if r["kind"] == "refae" and r["layer"] == layer:
                     ax.axhline(r[key], ls="--", color=colours(i), label=f"RefAE {layer}")
-        if key in REFERENCE_COLUMNS:
+        if key in REFERENCE_INDEX:
             ref = [
-                (at[a], v) for a, v in _reference_points("dense", REFERENCE_COLUMNS[key]) if a in at
+                (at[a], v) for a, v in _reference_points("dense", REFERENCE_INDEX[key]) if a in at
             ]
             if ref:
                 ax.plot(*zip(*ref, strict=True), "x:", color="grey", label="reference: MNIST dense")
