@@ -1,0 +1,59 @@
+"""DVC stage `summary`: `metrics/summary.json`, the numbers people compare between runs
+(pipeline/summary.py), from the other stages' metrics; recomputes nothing."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import PipelineError
+from pipeline.io import write_json
+from pipeline.params import load_params
+from pipeline.summary import summarize
+from pipeline.tracking import stage_run
+from stages import paths
+from stages.runner import run_stage
+
+log = logging.getLogger("stages.summary")
+# here rather than in stages/paths.py: that module is a code dep of every stage, and
+# this stage's output is read by none
+SUMMARY_METRICS = Path("metrics/summary.json")
+
+
+def _read(path: Path, stage: str, required: bool = True) -> Any:
+    """A metrics file's contents; a missing required one is a one-line error."""
+    if not path.is_file():
+        if required:
+            raise PipelineError(f"{path} not found: run `dvc repro {stage}` first")
+        return None
+    return json.loads(path.read_text())
+
+
+def main() -> None:
+    params = load_params()
+    classifier = _read(paths.CLASSIFIER_METRICS, "classifier")
+    evaluate = _read(paths.EVALUATE_METRICS, "evaluate")
+    rows = [
+        record
+        for file in sorted(paths.GENERATIVE_METRICS.glob("*.json"))
+        if (record := json.loads(file.read_text())).get("kind") in ("cladec", "refae")
+    ]
+    ice = _read(paths.part_metrics("ice"), "ice", required=False)
+    decodings = _read(paths.part_metrics("cladec_decodings"), "cladec_decodings", False)
+    with stage_run("summary", params.tracking.experiment, params.data.dataset, {}) as run:
+        summary = summarize(classifier, evaluate, rows, ice, decodings)
+        write_json(SUMMARY_METRICS, summary)
+        run.log_metrics(summary)
+        run.log_artifact(SUMMARY_METRICS, "metrics")
+    log.info(
+        "test accuracy %.3f, %d methods flagged by the sanity check -> %s",
+        summary["test_accuracy"],
+        summary["sanity_flagged"],
+        SUMMARY_METRICS,
+    )
+
+
+if __name__ == "__main__":
+    run_stage("summary", main)
