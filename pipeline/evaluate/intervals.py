@@ -42,6 +42,12 @@ class Interval:
         return f"{self.mean:.{digits}f} [{self.low:.{digits}f}, {self.high:.{digits}f}]"
 
 
+def finite_mean(values: np.ndarray) -> float:
+    """The mean over the values not left out (non-finite); NaN when all are."""
+    finite = values[np.isfinite(values)]
+    return float(finite.mean()) if len(finite) else float("nan")
+
+
 def bootstrap_interval(
     values: np.ndarray,
     *,

@@ -24,7 +24,7 @@ import numpy as np
 
 from pipeline.evaluate import DELETION, INSERTION, ROAD_LERF, ROAD_MORF, SANITY
 from pipeline.evaluate import RANDOM_BASELINE as RANDOM
-from pipeline.evaluate.intervals import Interval, bootstrap_interval, separated
+from pipeline.evaluate.intervals import Interval, bootstrap_interval, finite_mean, separated
 from pipeline.io import read_npz, write_npz
 
 if TYPE_CHECKING:
@@ -85,7 +85,7 @@ class MethodEvaluation:
         return [
             {
                 "layer": str(layer),
-                **{key: _nanmean(self.cascade[i, k]) for k, key in enumerate(SANITY_KEYS)},
+                **{key: finite_mean(self.cascade[i, k]) for k, key in enumerate(SANITY_KEYS)},
             }
             for i, layer in enumerate(self.sanity_layers)
         ]
@@ -100,11 +100,6 @@ class MethodEvaluation:
             path, stage=f"explain@{Path(path).stem}", required=tuple(cls.__dataclass_fields__)
         )
         return cls(**{k: (str(v) if k == "method" else v) for k, v in z.items()})
-
-
-def _nanmean(values: np.ndarray) -> float:
-    finite = values[np.isfinite(values)]
-    return float(finite.mean()) if len(finite) else float("nan")
 
 
 def _left_out(curves: np.ndarray, constant: np.ndarray) -> np.ndarray:
@@ -272,8 +267,8 @@ def score_methods(
             rho_fg = interval(ev.final_per_image("spearman_foreground"))
             row.update(rho.as_dict(SANITY.key))
             row.update(rho_fg.as_dict("sanity_spearman_foreground"))
-            row["sanity_ssim_all"] = _nanmean(ev.final_per_image("ssim"))
-            row["sanity_spearman_top"] = _nanmean(ev.cascade[0, 0])
+            row["sanity_ssim_all"] = finite_mean(ev.final_per_image("ssim"))
+            row["sanity_spearman_top"] = finite_mean(ev.cascade[0, 0])
             row["sanity_seeds"] = len(ev.final)
             row["sanity_left_out"] = int(np.isnan(ev.final[:, 0]).sum())
             row["sanity_flagged"] = rho.n > 0 and rho.low > threshold

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from pipeline.evaluate.intervals import finite_mean
 from pipeline.explain.base import pixel_map
 
 Explainer = Callable[[nn.Module], np.ndarray]  # model -> N×C×H×W attributions
@@ -113,17 +114,11 @@ def per_image_similarity(
     return result
 
 
-def _mean(values: np.ndarray) -> float:
-    """Mean over the images not left out (NaN when all are)."""
-    finite = values[np.isfinite(values)]
-    return float(finite.mean()) if len(finite) else float("nan")
-
-
 def similarity(reference: np.ndarray, other: np.ndarray) -> tuple[float, float]:
     """(mean Spearman of |maps|, mean SSIM of |maps|) between two N×C×H×W attributions,
     over the images whose maps are not constant."""
     values = per_image_similarity(reference, other)
-    return _mean(values["spearman"]), _mean(values["ssim"])
+    return finite_mean(values["spearman"]), finite_mean(values["ssim"])
 
 
 def cascade_steps(
