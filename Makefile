@@ -7,7 +7,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export DVC_NO_ANALYTICS := true
 export MPLBACKEND := Agg
 
-.PHONY: setup repro test test-fast lint ui bench lock clean-venv show
+.PHONY: setup repro test test-fast lint ui bench lock clean-venv show plots
 
 setup: $(STAMP)
 
@@ -36,6 +36,11 @@ lint: $(STAMP)
 # `dvc exp show` (e.g. SHOW_ARGS="-n 3" or "--all-commits").
 show: $(STAMP)
 	set -o pipefail; dvc exp show --json $(SHOW_ARGS) | python -m pipeline.show --width 120
+
+# DVC's plots page with Vega inlined, so it draws offline; PLOTS_ARGS goes to
+# `dvc plots` (e.g. PLOTS_ARGS="diff main my-exp"); default: show
+plots: $(STAMP)
+	python -m pipeline.offline_plots $(PLOTS_ARGS)
 
 ui: $(STAMP)
 	mlflow ui --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db}" \
