@@ -84,6 +84,18 @@ def test_export_round_trip_gives_identical_outputs(tmp_path):
         load_classifier(path)
 
 
+def test_a_resnet_export_round_trips_with_its_normalization(tmp_path):
+    """model.pt rebuilds a ResNet (grey, small stem) like the small CNNs: same logits."""
+    module = ClassifierModule("resnet18_small", (1, 16, 16), 3, lr=1e-3, mean=[0.2], std=[0.4])
+    module.eval()
+    path = tmp_path / "model.pt"
+    save_classifier(module.net, dict(module.hparams), ["a", "b", "c"], path)
+    net, names = load_classifier(path)
+    x = torch.rand(2, 1, 16, 16)
+    assert names == ["a", "b", "c"] and net.normalize.mean.item() == pytest.approx(0.2)
+    torch.testing.assert_close(net(x), module.net(x))
+
+
 @pytest.mark.parametrize("arch", ARCHS)
 def test_spec_layer_names_match_the_built_network(arch):
     # params validation lists layer names from the torch-free specs: they must be exactly

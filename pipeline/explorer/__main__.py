@@ -1,0 +1,5 @@
+"""`python -m pipeline.explorer [--model ...] [--data ...] [--params ...] [--port ...]`."""
+
+from pipeline.explorer.serve import main
+
+main()
