@@ -7,7 +7,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export DVC_NO_ANALYTICS := true
 export MPLBACKEND := Agg
 
-.PHONY: setup repro test test-fast lint ui bench lock clean-venv show plots
+.PHONY: setup repro test test-fast browser lint ui bench lock clean-venv show plots
 
 setup: $(STAMP)
 
@@ -18,15 +18,29 @@ $(STAMP): requirements.lock pyproject.toml
 	$(PY) -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
+# `dvc repro` with a stage counter and, at the end, where the results are
+# (pipeline/repro.py); REPRO_ARGS goes to `dvc repro` (e.g. REPRO_ARGS="-s summary").
 repro: $(STAMP)
-	dvc repro
+	python -m pipeline.repro $(REPRO_ARGS)
 
-test: $(STAMP)
+test: $(STAMP) browser
 	ruff check .
 	python -m pytest
 
-test-fast: $(STAMP)
+test-fast: $(STAMP) browser
 	python -m pytest -m "not e2e"
+
+# The report's browser test (tests/test_report_browser.py) drives Debian's Chromium
+# through Playwright (pinned in requirements.lock): Playwright's own browser download is
+# not reachable everywhere. Installed here when missing (as root), else the command shown.
+CHROMIUM ?= /usr/bin/chromium
+browser:
+	@test -x "$(CHROMIUM)" || { \
+		if [ "$$(id -u)" = 0 ]; then \
+			apt-get install -y chromium || { apt-get update && apt-get install -y chromium; }; \
+		else \
+			echo "the report's browser test needs Chromium: sudo apt-get install -y chromium"; \
+		fi; }
 
 lint: $(STAMP)
 	ruff check .
@@ -42,7 +56,10 @@ show: $(STAMP)
 plots: $(STAMP)
 	python -m pipeline.offline_plots $(PLOTS_ARGS)
 
+# MLflow 3.17 opens an experiment on its GenAI overview unless the address asks for the
+# classic runs table: the printed link does
 ui: $(STAMP)
+	@echo "MLflow UI: open $$(python -m pipeline.tracking)"
 	mlflow ui --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db}" \
 		--default-artifact-root "$(CURDIR)/mlruns" --host 127.0.0.1 --port 5000
 
@@ -59,8 +76,15 @@ bench: $(STAMP)
 lock:
 	rm -rf /tmp/xai-lock-venv && python3 -m venv /tmp/xai-lock-venv
 	/tmp/xai-lock-venv/bin/pip install --quiet --upgrade pip
-	/tmp/xai-lock-venv/bin/pip install --quiet -e ".[dev]"
+	/tmp/xai-lock-venv/bin/pip install --quiet -e ".[dev,app]"
 	/tmp/xai-lock-venv/bin/pip freeze --exclude-editable | grep -v "^-e" > requirements.lock
 
 clean-venv:
 	rm -rf $(VENV)
+
+# The live explorer (pipeline/explorer/, README "The explorer"): the trained classifier's
+# maps for a test image or an upload, computed on request, on http://127.0.0.1:8501 only.
+# APP_ARGS goes to it (e.g. APP_ARGS="--port 8502 --model path/to/model.pt").
+.PHONY: app
+app: $(STAMP)
+	python -m pipeline.explorer $(APP_ARGS)

@@ -27,11 +27,11 @@ from pydantic import (
 
 from pipeline.errors import ParamsError
 from pipeline.explain.registry import attribution_methods, inside_parts
-from pipeline.models.specs import ARCHS as ARCH_SPECS
-from pipeline.models.specs import ConvBlock, arch_layer_names, spatial_layer_names
+from pipeline.models.specs import ARCH_NAMES, RESNETS, arch_layer_names, spatial_layer_names
+from pipeline.models.specs import nonnegative_layer_names as _nonnegative_layer_names
 
 DATASETS = ("mnist_embedded", "mnist", "fashion_mnist", "cifar10", "imagefolder")
-ARCHS = tuple(ARCH_SPECS)
+ARCHS = ARCH_NAMES
 ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "tpu", "auto")
 STRATEGIES = (
     "auto",
@@ -175,13 +175,62 @@ class DataParams(_Strict):
         return self
 
 
+WEIGHT_FILE_SUFFIXES = (".pt", ".pth")
+
+
+def _weights_value(value: str) -> str:
+    if value in ("scratch", "imagenet") or value.endswith(WEIGHT_FILE_SUFFIXES):
+        return value
+    raise ValueError(
+        "use scratch (random initialisation), imagenet (torchvision's ImageNet weights, "
+        "resnet archs) or the path of a state dict saved with torch.save (.pt or .pth)"
+    )
+
+
 class ClassifierParams(_Strict):
     arch: Literal[ARCHS] = "small_cnn"  # type: ignore[valid-type]
+    # where the weights start from: scratch | imagenet | path/to/state_dict.pt(h)
+    weights: Annotated[str, AfterValidator(_weights_value)] = "scratch"
+    train: bool = True  # false: explain the weights as they are, no training
+    # the normalization the weights were trained with (one value per channel); null:
+    # the file's own, else ImageNet's for a resnet
+    mean: Annotated[list[float], Field(min_length=1, max_length=3)] | None = None
+    std: Annotated[list[PositiveFloat], Field(min_length=1, max_length=3)] | None = None
     epochs: PositiveInt = 12
     batch_size: PositiveInt = 64
     lr: PositiveFloat = 1e-3
     weight_decay: Annotated[float, Field(ge=0)] = 0.0
     tracked_instances: PositiveInt = 1000
+
+    @model_validator(mode="after")
+    def _weights_fit(self) -> ClassifierParams:
+        if self.weights == "imagenet" and self.arch not in RESNETS:
+            raise KeyValueError(
+                "weights",
+                self.weights,
+                f"ImageNet weights exist for {', '.join(RESNETS)}, not for arch {self.arch!r}",
+            )
+        if (self.mean is None) != (self.std is None):
+            key = "mean" if self.mean is None else "std"
+            raise KeyValueError(key, None, "classifier.mean and classifier.std go together")
+        if self.mean is not None and self.weights == "scratch":
+            raise KeyValueError(
+                "mean",
+                self.mean,
+                "sets the normalization of given weights (classifier.weights imagenet or a "
+                "file); from scratch, training normalizes with the training images' own "
+                "statistics: leave mean and std null",
+            )
+        if self.mean is not None and self.std is not None and len(self.mean) != len(self.std):
+            raise KeyValueError("std", self.std, "needs as many values as classifier.mean")
+        if not self.train and self.weights == "scratch":
+            raise KeyValueError(
+                "train",
+                self.train,
+                "explaining a model as it is needs trained weights: set classifier.weights "
+                "to imagenet or the path of a state dict",
+            )
+        return self
 
 
 class VAEParams(_Strict):
@@ -218,6 +267,9 @@ class SelectParams(_Strict):
     per_class: PositiveInt = 4
     misclassified: Annotated[int, Field(ge=0)] = 10
     confused_pairs: Annotated[int, Field(ge=0)] = 3
+    # the near-chance guardrail (pipeline/chance.py): the test accuracy must cover this
+    # share of the way from chance to 1; 0 or null turns it off
+    above_chance: Annotated[float, Field(ge=0, lt=1)] | None = 0.1
 
 
 def _explanation_group(model_name: str, classes: dict[str, Any], **extra: Any) -> type[BaseModel]:
@@ -354,23 +406,6 @@ def _seed_in_range(value: int) -> int:
             "the split also seeds with seed + 1"
         )
     return value
-
-
-def _nonnegative_layer_names(arch: str) -> list[str]:
-    """The spatial layers whose activations are never negative: `conv`, the feature
-    blocks (each ends in a ReLU or a max-pool after one), dropout between them, and
-    inside a block its ReLUs and max-pools (not its convolutions or batch norms, nor
-    `normalize`)."""
-    names = ["conv", "features"]
-    for name, part in ARCH_SPECS[arch].features:
-        names.append(f"features.{name}")
-        if isinstance(part, ConvBlock):
-            names += [
-                f"features.{name}.{i}"
-                for i, kind in enumerate(part.parts())
-                if kind in ("relu", "pool")
-            ]
-    return names
 
 
 class Params(_Strict):

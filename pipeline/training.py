@@ -38,6 +38,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from pipeline.checkpoint_files import epoch_checkpoint_name, epoch_checkpoints
+from pipeline.console import is_terminal, numbers
 from pipeline.errors import PipelineError
 from pipeline.inference import channels_last
 from pipeline.io import atomic_path, short_reason, write_text, write_torch
@@ -209,6 +210,16 @@ class HistoryRecorder(Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.rows = list(state_dict["rows"])
+
+
+class EpochLines(Callback):
+    """One log line per epoch with the numbers the progress bar would show: the bar's
+    stand-in when the output is not a terminal, where each of its redraws would be one
+    more line of the log. Reads metrics only (no RNG, no state): results do not change."""
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        shown = {k: float(v) for k, v in trainer.progress_bar_metrics.items() if k != "v_num"}
+        log.info("epoch %d/%d: %s", trainer.current_epoch + 1, trainer.max_epochs, numbers(shown))
 
 
 class EpochCheckpoint(Checkpoint):
@@ -477,15 +488,22 @@ def make_trainer(
     max_epochs: int,
     callbacks: Sequence[Callback],
     logger: Any = False,
-    progress_bar: bool = True,
+    progress_bar: bool | None = None,
 ) -> pl.Trainer:
     """A Trainer whose hardware settings all come from params.yaml's `trainer` group.
+
+    `progress_bar` None: Lightning's bar in a terminal, one line per epoch (`EpochLines`)
+    otherwise; True / False: the bar or nothing.
 
     Checkpointing is on only when our `EpochCheckpoint` is among the callbacks: with
     `enable_checkpointing=True` and no checkpoint callback, Lightning adds its default
     `ModelCheckpoint`, which writes `checkpoints/*.ckpt` into the working directory (a
     benchmark once committed three of them at the repository root)."""
     callbacks = list(callbacks)
+    if progress_bar is None:
+        progress_bar = is_terminal()
+        if not progress_bar:
+            callbacks.append(EpochLines())
     return pl.Trainer(
         max_epochs=max_epochs,
         accelerator=params.accelerator,

@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import logging
 
-from tqdm import tqdm
-
+from pipeline.console import progress
 from pipeline.data import Splits
 from pipeline.explain.base import Shown
 from pipeline.explain.registry import method_class
@@ -33,7 +32,7 @@ def main() -> None:
     stored = {m: StoredAttributions.load(paths.attribution_file(m)) for m in methods}
     shown = Shown(splits.x_test[selection.indices], selection)
     with stage_run("attribution_figures", params.tracking.experiment, splits.dataset, {}) as run:
-        for name in tqdm(methods, desc="attribution figures", unit="method", mininterval=5):
+        for name in progress(methods, "attribution figures", unit="method"):
             out = paths.ATTRIBUTION_FIGURES / name
             figures = method_class(name)().draw(stored[name], shown, getattr(params.explain, name))
             written = [save_figure(fig, out / f"{key}.png") for key, fig in figures.items()]

@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from pipeline.console import numbers
 from pipeline.data import Splits
 from pipeline.generative_training import (
     HISTORY_KEYS,
@@ -57,7 +58,7 @@ def finish(
         name,
         metrics["sse_per_image"],
         metrics["classifier_accuracy"],
-        ", ".join(f"{k} {v}" for k, v in trained.training_record().items()),
+        numbers(trained.training_record()),
         paths.model_dir(name),
     )
     return record

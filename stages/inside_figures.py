@@ -10,8 +10,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
+from pipeline.console import progress
 from pipeline.errors import PipelineError
 from pipeline.explain.registry import part_class
 from pipeline.figures.common import save_figure
@@ -60,7 +59,7 @@ def main(parts: tuple[str, ...] = INSIDE_PARTS) -> None:
     with stage_run(
         "inside_figures", params.tracking.experiment, params.data.dataset, logged
     ) as run:
-        for part in tqdm(parts, desc="inside figures", unit="part", mininterval=5):
+        for part in progress(parts, "inside figures", unit="part"):
             p = getattr(params.inside, part)
             out = paths.part_figures(part)
             written = [

@@ -42,6 +42,10 @@ def model_slug(name: str) -> str:
 
 SELECTION = Path("explanations/selection.npz")
 SELECTION_METRICS = Path("metrics/select.json")
+# the near-chance check's record (select stage); its content depends only on the
+# classifier and the test split, so the stages that depend on it for their order
+# (the decoders, the inside-the-model parts) rerun for nothing else
+CHANCE_CHECK = Path("explanations/classifier_check.json")
 EVALUATION_SET = Path("explanations/evaluation_set.npz")
 EVALUATIONS = Path("explanations/evaluation")  # per-method, per-image scores
 ATTRIBUTIONS = Path("explanations/attributions")
@@ -78,3 +82,8 @@ def part_metrics(part: str) -> Path:
 def part_figures(part: str) -> Path:
     """reports/figures/<part>/"""
     return Path("reports/figures") / part
+
+
+SUMMARY_METRICS = Path("metrics/summary.json")  # the numbers people compare (summary stage)
+REPORTS = Path("reports")
+REPORT = REPORTS / "index.html"  # the one page of the run (report stage)

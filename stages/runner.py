@@ -41,6 +41,21 @@ def _report(name: str, message: str, code: int) -> None:
     sys.exit(code)
 
 
+def filter_known_warnings() -> None:
+    """Silence the warnings every run prints although nothing is wrong, each once here
+    with why it is harmless; any other warning still shows."""
+    # Lightning's advice about worker counts does not apply to in-memory tensors
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    # ClaDec keeps its frozen classifier in eval mode on purpose
+    warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
+    # Lightning 2.6's own use of a torch.utils._pytree API that torch 2.14 deprecates
+    # (printed by every training): Lightning's code, unchanged behaviour until removed
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated")
+    # captum's guided backprop hooks every ReLU by design and removes the hooks after
+    # the attribution (the warning says so); our models hold no hooks of their own
+    warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU activations")
+
+
 def run_stage(name: str, body: Callable[[], None]) -> None:
     """Run a stage body. A PipelineError (or a full disk, a read-only store) becomes
     `<stage>: error: ...` and exit code 2; SIGTERM / SIGINT become one line and exit code
@@ -50,10 +65,7 @@ def run_stage(name: str, body: Callable[[], None]) -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(name)s | %(message)s", datefmt="%H:%M:%S"
     )
-    # Lightning's advice about worker counts does not apply to in-memory tensors
-    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-    # ClaDec keeps its frozen classifier in eval mode on purpose
-    warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
+    filter_known_warnings()
     logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(
         lambda record: "Tip:" not in record.getMessage()
     )

@@ -1,10 +1,15 @@
 """DVC stage `select`: the test instances every explainer and figure works on, and the
-separate evaluation set the attribution methods are scored on."""
+separate evaluation set the attribution methods are scored on.
+
+It is also the gate before the explanation stages: a classifier at or near chance is
+refused (pipeline/chance.py) before anything is written, and every explanation stage
+depends on this stage's outputs, so none runs after a refusal."""
 
 from __future__ import annotations
 
 import logging
 
+from pipeline.chance import ChanceCheck, measure_chance, refuse_near_chance
 from pipeline.data import Splits
 from pipeline.evaluation_set import evaluation_set
 from pipeline.inference import predict_proba
@@ -18,6 +23,31 @@ from stages.runner import run_stage
 
 log = logging.getLogger("stages.select")
 
+ABOVE_CHANCE_KEY = "select.above_chance"
+
+
+def _log_check(check: ChanceCheck, above_chance: float | None) -> None:
+    """Say what the near-chance check measured; warn when it is off and the classifier
+    is no better than chance, since nothing else will."""
+    if above_chance:
+        log.info(
+            "test accuracy %.3f, chance %.3f (majority class '%s'): passes %s = %g (needs %.3f)",
+            check.accuracy,
+            check.chance,
+            check.majority_class,
+            ABOVE_CHANCE_KEY,
+            above_chance,
+            check.required(above_chance),
+        )
+    elif check.accuracy <= check.chance:
+        log.warning(
+            "test accuracy %.3f is no better than chance %.3f; %s is off, so the explanation "
+            "stages will explain a classifier that learnt nothing",
+            check.accuracy,
+            check.chance,
+            ABOVE_CHANCE_KEY,
+        )
+
 
 def main() -> None:
     params = load_params()
@@ -28,8 +58,10 @@ def main() -> None:
         "select": params.select.model_dump(),
         "evaluate.images": params.evaluate.images,
     }
+    probabilities = predict_proba(net, splits.x_test)
+    check = measure_chance(splits.y_test, probabilities.argmax(1), tuple(names))
+    refuse_near_chance(check, params.select.above_chance, ABOVE_CHANCE_KEY)
     with stage_run("select", params.tracking.experiment, splits.dataset, logged) as run:
-        probabilities = predict_proba(net, splits.x_test)
         selection = select_instances(
             probabilities,
             splits.y_test,
@@ -56,10 +88,13 @@ def main() -> None:
             ],
         }
         write_json(paths.SELECTION_METRICS, summary)
+        write_json(paths.CHANCE_CHECK, check.as_dict())
         run.log_metrics(
             {k: summary[k] for k in ("instances", "correct", "misclassified", "evaluation_images")}
         )
         run.log_artifact(paths.SELECTION_METRICS, "metrics")
+        run.log_artifact(paths.CHANCE_CHECK, "metrics")
+    _log_check(check, params.select.above_chance)
     pairs = ", ".join(
         f"{p['true']}→{p['predicted']} ({p['count']})" for p in summary["confused_pairs"]
     )

@@ -17,9 +17,6 @@ from stages import paths
 from stages.runner import run_stage
 
 log = logging.getLogger("stages.summary")
-# here rather than in stages/paths.py: that module is a code dep of every stage, and
-# this stage's output is read by none
-SUMMARY_METRICS = Path("metrics/summary.json")
 
 
 def _read(path: Path, stage: str, required: bool = True) -> Any:
@@ -44,14 +41,14 @@ def main() -> None:
     decodings = _read(paths.part_metrics("cladec_decodings"), "cladec_decodings", False)
     with stage_run("summary", params.tracking.experiment, params.data.dataset, {}) as run:
         summary = summarize(classifier, evaluate, rows, ice, decodings)
-        write_json(SUMMARY_METRICS, summary)
+        write_json(paths.SUMMARY_METRICS, summary)
         run.log_metrics(summary)
-        run.log_artifact(SUMMARY_METRICS, "metrics")
+        run.log_artifact(paths.SUMMARY_METRICS, "metrics")
     log.info(
         "test accuracy %.3f, %d methods flagged by the sanity check -> %s",
         summary["test_accuracy"],
         summary["sanity_flagged"],
-        SUMMARY_METRICS,
+        paths.SUMMARY_METRICS,
     )
 
 

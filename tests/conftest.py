@@ -6,6 +6,7 @@ import os
 
 import numpy as np
 import pytest
+from browser import browser  # noqa: F401 (the headless Chromium fixture)
 
 from pipeline.data import Splits
 from pipeline.params import Params, parse_params

@@ -16,6 +16,7 @@ import mlflow
 import pytest
 import yaml
 from repo_copy import copy_tracked_files
+from test_report_browser import assert_report_works
 
 pytestmark = pytest.mark.e2e
 
@@ -123,6 +124,12 @@ def test_repro_writes_every_output(workspace):
         assert records["probabilities"].shape == (2, 25, 10)
 
 
+def test_the_report_of_the_run_works_in_chromium(workspace, browser):
+    """The page `dvc repro` wrote: every section, image and interactive part (one Grand
+    Tour per layer and animation kind)."""
+    assert_report_works(browser, workspace / "reports" / "index.html", tours=4)
+
+
 def test_nothing_changed_means_nothing_runs(workspace):
     out = sh(["dvc", "status"], workspace)
     assert "Data and pipelines are up to date" in out
@@ -218,7 +225,7 @@ def test_explanations_are_computed_scored_and_drawn(workspace):
 
 def test_inside_the_model_stages_write_arrays_metrics_and_figures(workspace):
     figures = {
-        "feature_maps": ["first_layer_filters.png"],
+        "feature_maps": ["conv_layer_1.png", "first_layer_filters.png"],
         "activation_max": ["filters.png", "classes.png"],
         "ice": ["concept_heatmaps.png", "classes.png", "concept_examples.png", "fidelity.png"],
         "instanceflow": ["sankey.png", "sankey.html", "unstable_instances.png"],

@@ -15,6 +15,7 @@ from pipeline.figures.common import save_figure
 from pipeline.figures.grand_tour import (
     MISCLASSIFIED_SYMBOL,
     plot_tour_frames,
+    stored_tours,
     tour_figure,
     tour_gif,
     tour_html,
@@ -242,6 +243,35 @@ def test_html_is_self_contained_and_names_the_classes() -> None:
     assert "Grand Tour of the softmax layer" in html
     assert "epoch 3" in html
     assert "instance %{customdata[0]}" in html
+    # still until Play is pressed; an animation interrupted by Pause is not a page error
+    assert "Plotly.animate(" not in html
+    assert "unhandledrejection" in html
+
+
+def test_the_stored_tour_gives_both_interactive_figures_per_layer() -> None:
+    """What the part's pages and the report both draw from explanations/grand_tour."""
+    frames, labels = tour_frames()
+    stacked = np.stack(frames)
+    tour = {
+        "labels": labels,
+        "class_names": np.array(CLASS_NAMES),
+        "layers": np.array(["features.block2"]),
+        "features.block2/rotation": stacked,
+        "features.block2/times": np.linspace(0, 1, len(frames)),
+        "features.block2/epochs": stacked,
+        "epochs": np.arange(1, len(frames) + 1),
+        "predictions": labels,
+        "epoch_predictions": np.stack([labels] * len(frames)),
+    }
+    tours = stored_tours(tour)
+    assert list(tours) == ["features_block2"]
+    assert list(tours["features_block2"]) == ["rotation", "epochs"]
+    epochs = tours["features_block2"]["epochs"]
+    last = epochs["frames"][-1]["layout"]["title"]["text"]
+    assert last.endswith(f"epoch {len(frames)}") and last.startswith("features.block2 across")
+    assert tours["features_block2"]["rotation"]["frames"][0]["layout"]["title"]["text"].endswith(
+        "t = 0.00"
+    )
 
 
 def test_html_play_pause_are_the_documented_robust_form() -> None:

@@ -143,7 +143,7 @@ DRAWN = {
     "across_epochs": ["gradcam_by_epoch.png"],
     "activation_max": ["filters.png", "classes.png"],
     "cladec_decodings": ["conv.png", "dense.png", "latent_grids.png"],
-    "feature_maps": ["first_layer_filters.png"],
+    "feature_maps": ["conv_layer_1.png", "first_layer_filters.png"],
     "grand_tour": ["softmax_rotation.gif", "dense_rotation.html", "dense_epochs.gif"],
     "ice": ["concept_heatmaps.png", "classes.png", "concept_examples.png", "fidelity.png"],
     "instanceflow": ["sankey.png", "sankey.html", "unstable_instances.png", "instances.csv"],

@@ -83,10 +83,12 @@ def _errors(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if "error:" in line]
 
 
-def _runs(db: Path) -> list:
+def _runs(db: Path, parents: bool = False) -> list:
+    """The stage runs of the store (the parent runs they nest under with `parents`)."""
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{db}")
     experiment = client.get_experiment_by_name("exp")
-    return client.search_runs([experiment.experiment_id]) if experiment else []
+    runs = client.search_runs([experiment.experiment_id]) if experiment else []
+    return [r for r in runs if ("mlflow.parentRunId" in r.data.tags) != parents]
 
 
 def _start_training(ws: Path, pause: float) -> subprocess.Popen:
@@ -133,6 +135,7 @@ def test_a_signal_mid_training_ends_with_one_line_its_exit_code_and_a_killed_run
     assert "Traceback" not in stderr
     runs = _runs(ws / "mlflow.db")
     assert [r.info.status for r in runs] == ["KILLED"]
+    assert [r.info.status for r in _runs(ws / "mlflow.db", parents=True)] == ["KILLED"]
     _no_temp_files(ws)
     checkpoints = ws / "models" / "probe" / "checkpoints"
     assert (checkpoints / "epoch-001.ckpt").is_file()

@@ -68,3 +68,21 @@ def test_the_page_dvc_writes_holds_the_inlined_libraries(tmp_path: Path, monkeyp
     body = page[page.rindex("<body>") :]  # the bundle's own text holds "<body>" too
     assert "vegaEmbed(" in body  # DVC's chart calls it
     assert "cdn.jsdelivr" not in page
+
+
+def test_the_page_draws_its_chart_offline_in_chromium(tmp_path: Path, monkeypatch, browser):
+    """No request leaves the page, no console error, and the chart is drawn."""
+    from browser import open_page
+
+    from pipeline.offline_plots import main
+
+    _tiny_dvc_repo(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    assert main(["show"]) == 0
+    page, errors, requests = open_page(browser, tmp_path / "dvc_plots" / "index.html")
+    page.wait_for_selector("div.vega-embed svg.marks, div.vega-embed canvas", timeout=15_000)
+    drawn = page.locator("div.vega-embed svg.marks, div.vega-embed canvas").count()
+    page.close()
+    assert drawn == 1
+    assert not errors, errors
+    assert not requests, requests

@@ -17,11 +17,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from pipeline.console import progress
 from pipeline.evaluate import DELETION, INSERTION, ROAD_LERF, ROAD_MORF, SANITY
 from pipeline.evaluate import RANDOM_BASELINE as RANDOM
 from pipeline.evaluate.intervals import Interval, bootstrap_interval, finite_mean, separated
@@ -157,10 +159,11 @@ def sanity(
     explain: Explainer,
     foreground: np.ndarray,
     seeds: Sequence[int],
+    desc: str = "sanity",
 ) -> tuple[list[str], np.ndarray, np.ndarray]:
     """(layers, cascade L×keys×n, final seeds×keys×n): per-image similarity between the
     trained model's maps and the maps after each cascade step (first seed) and after
-    full randomization (every seed)."""
+    full randomization (every seed); `desc` names the progress bar."""
     from pipeline.evaluate.sanity import (
         cascade_layers,
         cascade_steps,
@@ -174,8 +177,15 @@ def sanity(
 
     reference = explain(model)
     layers = cascade_layers(model)
-    cascade = [compare(randomized) for _, randomized in cascade_steps(model, layers, seeds[0])]
-    final = [cascade[-1]] + [compare(fully_randomized(model, layers, s)) for s in seeds[1:]]
+    # the cascade for the first seed, then full randomization for the others, made one
+    # at a time in this order as before (one seeded generator for the whole cascade)
+    models = chain(
+        (randomized for _, randomized in cascade_steps(model, layers, seeds[0])),
+        (fully_randomized(model, layers, s) for s in seeds[1:]),
+    )
+    total = len(layers) + len(seeds) - 1
+    compared = [compare(m) for m in progress(models, desc, total=total, unit="model")]
+    cascade, final = compared[: len(layers)], [compared[len(layers) - 1], *compared[len(layers) :]]
     return layers, np.stack(cascade), np.stack(final)
 
 
@@ -207,7 +217,9 @@ def evaluate_method(
 
     foreground = foreground_mask(subset.numpy(), ev.foreground_tolerance)
     seeds = [seed + k for k in range(ev.sanity_seeds)]
-    layers, result.cascade, result.final = sanity(model, explain, foreground, seeds)
+    layers, result.cascade, result.final = sanity(
+        model, explain, foreground, seeds, f"{name}: sanity"
+    )
     result.sanity_layers = np.array(layers)
     return result
 
@@ -221,7 +233,7 @@ def random_baseline(
     n, _, h, w = images.shape
     draws = [
         faithfulness(model, images, random_maps((n, h, w), seed + k), classes, ev, seed + k, RANDOM)
-        for k in range(ev.random_seeds)
+        for k in progress(range(ev.random_seeds), "random baseline", unit="draw")
     ]
     first = draws[0]
     mean = {

@@ -46,6 +46,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from pipeline.console import progress
 from pipeline.evaluate.faithfulness import auc, class_probabilities, pixel_ranks
 from pipeline.inference import inference_copy
 
@@ -230,11 +231,10 @@ def road_curves(
     rank = torch.as_tensor(pixel_ranks(maps, seed).reshape(n, h, w))
     counts = _removed_counts(percentages, h * w)
     generator = torch.Generator().manual_seed(seed)
+    # MoRF: the k top-ranked pixels, then LeRF: the k bottom-ranked pixels
+    removals = [rank < k for k in counts] + [rank >= h * w - k for k in counts]
     imputed = [images]  # p = 0: the image itself
-    for k in counts:  # MoRF: the k top-ranked pixels
-        imputed.append(noisy_linear_impute(images, rank < k, noise=noise, generator=generator))
-    for k in counts:  # LeRF: the k bottom-ranked pixels
-        removed = rank >= h * w - k
+    for removed in progress(removals, "ROAD", unit="imputation"):
         imputed.append(noisy_linear_impute(images, removed, noise=noise, generator=generator))
     s = len(imputed)
     probs = (

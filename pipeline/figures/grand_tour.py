@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -194,6 +194,16 @@ def _frame_predictions(
     return predicted.astype(np.int64)
 
 
+# plotly.js rejects the promise of an animation that another one interrupts (Pause, or
+# Play again, while playing) with no reason at all, on purpose (plotly/plotly.js#2438);
+# the buttons never handle it, so the console showed "Uncaught (in promise) undefined".
+# Only reason-less rejections are quieted: a real error carries an Error.
+QUIET_INTERRUPTED_ANIMATIONS = (
+    'window.addEventListener("unhandledrejection",'
+    " e => { if (e.reason === undefined) e.preventDefault(); });"
+)
+
+
 def tour_html(
     frames_xy: Sequence[np.ndarray],
     labels: np.ndarray,
@@ -204,10 +214,55 @@ def tour_html(
     predictions: np.ndarray | None = None,
 ) -> str:
     """A self-contained HTML page (plotly.js embedded, works offline); see `tour_figure`."""
+    return figure_page(
+        tour_figure(frames_xy, labels, class_names, steps, title, step_name, predictions)
+    )
+
+
+def figure_page(figure: dict) -> str:
+    """A plotly figure as a self-contained page (plotly.js embedded, works offline),
+    still until the reader presses Play, with interrupted animations kept quiet."""
     import plotly.io as pio
 
-    figure = tour_figure(frames_xy, labels, class_names, steps, title, step_name, predictions)
-    return pio.to_html(figure, include_plotlyjs=True, full_html=True, validate=False)
+    return pio.to_html(
+        figure,
+        include_plotlyjs=True,
+        full_html=True,
+        validate=False,
+        auto_play=False,
+        post_script=QUIET_INTERRUPTED_ANIMATIONS,
+    )
+
+
+def stored_tours(tour: Mapping[str, np.ndarray]) -> dict[str, dict[str, dict]]:
+    """The interactive tours of the grand_tour part's stored `tour.npz`, per layer (dots
+    in module paths become `_`): `rotation`, the rotating tour under the final model,
+    and `epochs`, one fixed projection across the training epochs. The part's pages and
+    the report both show these."""
+    labels, names = tour["labels"], [str(n) for n in tour["class_names"]]
+    tours: dict[str, dict[str, dict]] = {}
+    for layer in (str(name) for name in tour["layers"]):
+        tours[layer.replace(".", "_")] = {
+            "rotation": tour_figure(
+                list(tour[f"{layer}/rotation"]),
+                labels,
+                names,
+                [f"{t:.2f}" for t in tour[f"{layer}/times"]],
+                f"Grand Tour of {layer} (final model)",
+                step_name="t =",
+                predictions=tour["predictions"],
+            ),
+            "epochs": tour_figure(
+                list(tour[f"{layer}/epochs"]),
+                labels,
+                names,
+                [str(int(e)) for e in tour["epochs"]],
+                f"{layer} across the training epochs (fixed projection)",
+                step_name="epoch",
+                predictions=tour["epoch_predictions"],
+            ),
+        }
+    return tours
 
 
 def tour_figure(

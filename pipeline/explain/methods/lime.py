@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 from pydantic import Field
 
+from pipeline.console import progress
 from pipeline.explain.base import (
     AttributionMethod,
     Attributions,
@@ -161,7 +162,7 @@ def _explain(
     maps = np.zeros((n, h, w), dtype=np.int64)
     attributions = np.zeros((n, 1, h, w), dtype=np.float32)
     weights, scores = [], []
-    for i in range(n):
+    for i in progress(range(n), "lime", unit="image"):
         labels = segment_maps[i] if segment_maps is not None else segment(images[i].numpy(), p)
         maps[i] = labels
         k = int(labels.max()) + 1

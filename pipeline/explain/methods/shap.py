@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 from pydantic import Field
 
+from pipeline.console import progress
 from pipeline.explain.base import AttributionMethod, Attributions, BatchedParams
 
 if TYPE_CHECKING:
@@ -63,7 +64,7 @@ class Shap(AttributionMethod):
         if self.background is None:
             raise ValueError("SHAP needs a background sample of training images")
         out = np.zeros(tuple(images.shape), dtype=np.float32)
-        for target in torch.unique(targets).tolist():
+        for target in progress(torch.unique(targets).tolist(), "shap", unit="class"):
             rows = (targets == target).nonzero().flatten()
             single = _class_output(model, int(target))
             x = images[rows]

@@ -126,16 +126,23 @@ class FeatureMaps(InsidePart):
     def draw(
         self, stored: dict[str, dict[str, np.ndarray]], p: FeatureMapsParams
     ) -> dict[str, Any]:  # type: ignore[override]
-        """`<n>_<layer>.png` per conv layer, `first_layer_filters.png`."""
+        """`conv_layer_<n>.png` per conv layer (n = 1 nearest the input; named by position,
+        not by module path, so the names stay when the architecture changes),
+        `first_layer_filters.png`."""
         from pipeline.figures.feature_maps import plot_feature_maps, plot_filters
 
         z = stored["maps"]
         figures: dict[str, Any] = {}
+        n_layers = len(z["layers"])
         for i, layer in enumerate(z["layers"]):
             maps = z[f"layer_{i}"]
             channels = strongest_channels(maps, p.channels)
-            figures[f"{i + 1}_{layer}.png"] = plot_feature_maps(
-                z["images"], maps, channels.tolist(), list(z["captions"]), str(layer)
+            figures[f"conv_layer_{i + 1}.png"] = plot_feature_maps(
+                z["images"],
+                maps,
+                channels.tolist(),
+                list(z["captions"]),
+                f"conv layer {i + 1} of {n_layers} ({layer})",
             )
         count, _, height, width = z["filters"].shape
         figures["first_layer_filters.png"] = plot_filters(

@@ -244,26 +244,23 @@ class GrandTourPart(InsidePart):
     def draw(self, stored: dict[str, dict[str, np.ndarray]], p: GrandTourParams) -> dict[str, Any]:  # type: ignore[override]
         """Per layer `<layer>_rotation.gif` / `.html` (interactive, offline) / `.png` (eight
         frames), `<layer>_epochs.gif` / `.html` (dots in module paths become `_`)."""
-        from pipeline.figures.grand_tour import plot_tour_frames, tour_gif, tour_html
+        from pipeline.figures.grand_tour import (
+            figure_page,
+            plot_tour_frames,
+            stored_tours,
+            tour_gif,
+        )
 
         z = stored["tour"]
         labels, names = z["labels"], [str(n) for n in z["class_names"]]
+        pages = stored_tours(z)
         drawn: dict[str, Any] = {}
         for layer in z["layers"]:
             slug = str(layer).replace(".", "_")
             frames = list(z[f"{layer}/rotation"])
-            times = [f"{t:.2f}" for t in z[f"{layer}/times"]]
-            titles = [f"Grand Tour of {layer}, t = {t}" for t in times]
+            titles = [f"Grand Tour of {layer}, t = {t:.2f}" for t in z[f"{layer}/times"]]
             drawn[f"{slug}_rotation.gif"] = tour_gif(frames, labels, names, titles)
-            drawn[f"{slug}_rotation.html"] = tour_html(
-                frames,
-                labels,
-                names,
-                times,
-                f"Grand Tour of {layer} (final model)",
-                step_name="t =",
-                predictions=z["predictions"],
-            )
+            drawn[f"{slug}_rotation.html"] = figure_page(pages[slug]["rotation"])
             picks = np.linspace(0, len(frames) - 1, min(8, len(frames))).astype(int)
             drawn[f"{slug}_rotation.png"] = plot_tour_frames(
                 [frames[i] for i in picks],
@@ -273,16 +270,7 @@ class GrandTourPart(InsidePart):
                 title=f"Grand Tour of {layer}: rotating projections",
             )
             frames = list(z[f"{layer}/epochs"])
-            epochs = [str(int(e)) for e in z["epochs"]]
-            titles = [f"{layer} after epoch {e}" for e in epochs]
+            titles = [f"{layer} after epoch {int(e)}" for e in z["epochs"]]
             drawn[f"{slug}_epochs.gif"] = tour_gif(frames, labels, names, titles, fps=2)
-            drawn[f"{slug}_epochs.html"] = tour_html(
-                frames,
-                labels,
-                names,
-                epochs,
-                f"{layer} across the training epochs (fixed projection)",
-                step_name="epoch",
-                predictions=z["epoch_predictions"],
-            )
+            drawn[f"{slug}_epochs.html"] = figure_page(pages[slug]["epochs"])
         return drawn

@@ -1,0 +1,75 @@
+"""The near-chance guardrail: a classifier no better than always answering the most
+common class has learnt nothing worth explaining (every attribution then explains a
+constant), so the select stage refuses it before any explanation stage spends time on it.
+
+Chance is the accuracy of the best constant classifier on the test split: the share of
+its majority class. The threshold is relative, a share of the way from chance to perfect
+accuracy, so it means the same for 2 balanced classes (chance 0.5) as for a test split
+with 95% of one class (chance 0.95), where an absolute margin of 0.1 could never be met.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from pipeline.errors import PipelineError
+
+
+@dataclass(frozen=True)
+class ChanceCheck:
+    """What the check measured on the test split."""
+
+    accuracy: float  # the classifier's test accuracy
+    chance: float  # the best constant classifier's: the majority class's share
+    majority_class: str
+    most_predicted: str  # the class the classifier answers most often
+    most_predicted_count: int
+    images: int
+
+    def required(self, above_chance: float) -> float:
+        """The lowest passing accuracy: `above_chance` of the way from chance to 1."""
+        return self.chance + above_chance * (1.0 - self.chance)
+
+    def as_dict(self) -> dict[str, float | int | str]:
+        return asdict(self)
+
+
+def measure_chance(
+    labels: np.ndarray, predicted: np.ndarray, class_names: tuple[str, ...]
+) -> ChanceCheck:
+    """The classifier's test accuracy next to the best constant classifier's."""
+    labels, predicted = np.asarray(labels), np.asarray(predicted)
+    if labels.size == 0 or labels.shape != predicted.shape:
+        raise ValueError(f"labels {labels.shape} and predictions {predicted.shape} must match")
+    counts = np.bincount(labels, minlength=len(class_names))
+    answers = np.bincount(predicted, minlength=len(class_names))
+    return ChanceCheck(
+        accuracy=float((labels == predicted).mean()),
+        chance=float(counts.max() / labels.size),
+        majority_class=class_names[int(counts.argmax())],
+        most_predicted=class_names[int(answers.argmax())],
+        most_predicted_count=int(answers.max()),
+        images=int(labels.size),
+    )
+
+
+def refuse_near_chance(check: ChanceCheck, above_chance: float | None, key: str) -> None:
+    """Raise a one-line PipelineError when the accuracy falls short of the threshold
+    `above_chance` (params `key`); None or 0 turns the check off."""
+    if not above_chance:
+        return
+    required = check.required(above_chance)
+    if check.accuracy >= required:
+        return
+    raise PipelineError(
+        f"test accuracy {check.accuracy:.3f} is at or near chance: always answering the "
+        f"majority class '{check.majority_class}' scores {check.chance:.3f}, and the "
+        f"classifier answers '{check.most_predicted}' for {check.most_predicted_count} of "
+        f"{check.images} test images. {key} = {above_chance:g} asks for at least "
+        f"{required:.3f} (chance + {above_chance:g} x (1 - chance)), so the pipeline stops "
+        "before the explanation stages: explanations of this classifier would mean nothing. "
+        "Train a better classifier (README: Datasets, your own images) or override with "
+        f"`dvc exp run -S {key}=0` (or set {key} in params.yaml)"
+    )
