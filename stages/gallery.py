@@ -11,8 +11,8 @@ import logging
 from pathlib import Path
 
 from matplotlib.figure import Figure
-from tqdm import tqdm
 
+from pipeline.console import progress
 from pipeline.data import Splits
 from pipeline.explain.registry import method_class
 from pipeline.explain.stored import StoredAttributions
@@ -88,7 +88,7 @@ def main() -> None:
     count = len(gallery.selection)
     with stage_run("gallery", params.tracking.experiment, params.data.dataset, {}) as run:
         entries = []
-        for r in tqdm(range(count), desc="gallery", unit="image", mininterval=5):
+        for r in progress(range(count), "gallery", total=count, unit="image"):
             fig, rows = gallery.figure(r)
             path = save_exact(fig, GALLERY / gallery.file_name(r))
             entries.append(gallery.entry(r, rows))
