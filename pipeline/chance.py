@@ -10,6 +10,7 @@ with 95% of one class (chance 0.95), where an absolute margin of 0.1 could never
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -34,6 +35,39 @@ class ChanceCheck:
 
     def as_dict(self) -> dict[str, float | int | str]:
         return asdict(self)
+
+
+def _folded(name: str) -> str:
+    return name.lower().replace("_", " ")
+
+
+def labels_in_model_classes(
+    model_names: Sequence[str], data_names: Sequence[str], labels: np.ndarray
+) -> np.ndarray | None:
+    """The data's labels as indices of the model's classes, matched by name (case and
+    `_` / space aside); None when some data class is not one of the model's (then no
+    accuracy can be measured)."""
+    if list(model_names) == list(data_names):
+        return labels
+    index = {_folded(n): i for i, n in enumerate(model_names)}
+    mapped = [index.get(_folded(n)) for n in data_names]
+    if any(m is None for m in mapped):
+        return None
+    return np.asarray(mapped)[labels]
+
+
+def skipped_check(
+    reason: str, predicted: np.ndarray, class_names: Sequence[str]
+) -> dict[str, str | int]:
+    """What classifier_check.json holds when no accuracy exists: why, and what the
+    model answers most (a constant answer is still visible)."""
+    answers = np.bincount(np.asarray(predicted), minlength=len(class_names))
+    return {
+        "skipped": reason,
+        "most_predicted": class_names[int(answers.argmax())],
+        "most_predicted_count": int(answers.max()),
+        "images": len(predicted),
+    }
 
 
 def measure_chance(

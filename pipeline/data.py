@@ -42,6 +42,8 @@ IDX_FILES = (
 CIFAR_DIR = "cifar-10-batches-py"
 CIFAR_FILES = (*tuple(f"data_batch_{i}" for i in range(1, 6)), "test_batch", "batches.meta")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm")
+# the one class of a folder without class sub-folders: images with no labels
+UNLABELLED = "(unlabelled)"
 SPLIT_KEYS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
 
 
@@ -393,43 +395,66 @@ def image_pixel_limit(max_pixels: int) -> Iterator[None]:
         Image.MAX_IMAGE_PIXELS = previous
 
 
+def _image_files(folder: Path, recursive: bool) -> list[Path]:
+    found = folder.rglob("*") if recursive else folder.iterdir()
+    return sorted(p for p in found if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def _read_checked(file: Path, image_size: int, channels: int, max_pixels: int) -> np.ndarray:
+    """read_image with its failures as one-line DataErrors naming the file."""
+    from PIL import Image
+
+    try:
+        return read_image(file, image_size, channels)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        pixels = _declared_pixels(file)
+        size = f"{pixels:,} pixels" if pixels else "too many pixels"
+        raise DataError(
+            f"{file}: {size}, over data.max_image_pixels={max_pixels:,} (a "
+            "decompression bomb or a huge image): shrink it, remove it, or raise "
+            "data.max_image_pixels in params.yaml"
+        ) from None
+    except IMAGE_READ_ERRORS as exc:
+        raise DataError(f"{file}: not a readable image ({short_reason(exc)})") from None
+
+
+def _folder_classes(folder: Path) -> dict[str, list[Path]]:
+    """Class name -> image files: one class per sub-folder; a folder of loose images and
+    no sub-folders is one class, UNLABELLED (labels are optional for explaining a model
+    as it is: its predictions are then the classes explained)."""
+    if not folder.is_dir():
+        raise DataError(f"data.image_folder: {folder} is not a directory")
+    classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes and _image_files(folder, recursive=False):
+        log.info("%s has no class sub-folders: its images are read without labels", folder)
+        return {UNLABELLED: _image_files(folder, recursive=False)}
+    if len(classes) < 2:
+        raise DataError(
+            f"{folder}: needs at least two class sub-folders, found {classes} (or only "
+            "images and no sub-folders: a folder without labels)"
+        )
+    files = {name: _image_files(folder / name, recursive=True) for name in classes}
+    for name, found in files.items():
+        if not found:
+            raise DataError(f"{folder / name}: no images ({', '.join(IMAGE_EXTENSIONS)})")
+    return files
+
+
 def load_image_folder(
     folder: Path,
     image_size: int,
     channels: int,
     max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
 ) -> ImageSet:
-    """One sub-folder per class; every image made 8-bit, converted to `channels` and
-    resized. An image of more than `max_pixels` pixels is refused (a decompression bomb
-    would take all memory)."""
-    from PIL import Image
-
-    if not folder.is_dir():
-        raise DataError(f"data.image_folder: {folder} is not a directory")
-    classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if len(classes) < 2:
-        raise DataError(f"{folder}: needs at least two class sub-folders, found {classes}")
+    """One sub-folder per class, or one folder of images without labels; every image made
+    8-bit, converted to `channels` and resized. An image of more than `max_pixels` pixels
+    is refused (a decompression bomb would take all memory)."""
+    classes = _folder_classes(folder)
     images, labels = [], []
     with image_pixel_limit(max_pixels):
-        for label, name in enumerate(classes):
-            files = sorted(
-                p for p in (folder / name).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS
-            )
-            if not files:
-                raise DataError(f"{folder / name}: no images ({', '.join(IMAGE_EXTENSIONS)})")
+        for label, files in enumerate(classes.values()):
             for file in files:
-                try:
-                    images.append(read_image(file, image_size, channels))
-                except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-                    pixels = _declared_pixels(file)
-                    size = f"{pixels:,} pixels" if pixels else "too many pixels"
-                    raise DataError(
-                        f"{file}: {size}, over data.max_image_pixels={max_pixels:,} (a "
-                        "decompression bomb or a huge image): shrink it, remove it, or raise "
-                        "data.max_image_pixels in params.yaml"
-                    ) from None
-                except IMAGE_READ_ERRORS as exc:
-                    raise DataError(f"{file}: not a readable image ({short_reason(exc)})") from None
+                images.append(_read_checked(file, image_size, channels, max_pixels))
                 labels.append(label)
     return ImageSet(np.stack(images), np.asarray(labels, dtype=np.int64), tuple(classes))
 

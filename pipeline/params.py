@@ -31,7 +31,8 @@ from pipeline.models.specs import ARCH_NAMES, RESNETS, arch_layer_names, spatial
 from pipeline.models.specs import nonnegative_layer_names as _nonnegative_layer_names
 
 DATASETS = ("mnist_embedded", "mnist", "fashion_mnist", "cifar10", "imagefolder")
-ARCHS = ARCH_NAMES
+USER_ARCH = "torchscript"  # a user's TorchScript file (pipeline/models/user_model.py)
+ARCHS = (*ARCH_NAMES, USER_ARCH)
 ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "tpu", "auto")
 STRATEGIES = (
     "auto",
@@ -175,7 +176,7 @@ class DataParams(_Strict):
         return self
 
 
-WEIGHT_FILE_SUFFIXES = (".pt", ".pth")
+WEIGHT_FILE_SUFFIXES = (".pt", ".pth", ".ts")
 
 
 def _weights_value(value: str) -> str:
@@ -183,7 +184,8 @@ def _weights_value(value: str) -> str:
         return value
     raise ValueError(
         "use scratch (random initialisation), imagenet (torchvision's ImageNet weights, "
-        "resnet archs) or the path of a state dict saved with torch.save (.pt or .pth)"
+        "resnet archs) or the path of a state dict saved with torch.save (.pt or .pth) or, "
+        "with arch torchscript, of a TorchScript file (.pt, .pth or .ts)"
     )
 
 
@@ -201,6 +203,35 @@ class ClassifierParams(_Strict):
     lr: PositiveFloat = 1e-3
     weight_decay: Annotated[float, Field(ge=0)] = 0.0
     tracked_instances: PositiveInt = 1000
+    # arch torchscript: the module paths of the file's named layers, {conv: ..., dense: ...}
+    layers: dict[Literal["conv", "dense"], LayerName] = {}
+
+    @model_validator(mode="after")
+    def _torchscript_fits(self) -> ClassifierParams:
+        """A TorchScript file is explained as it is, from a file; only it takes layers."""
+        if self.arch != USER_ARCH:
+            if self.layers:
+                raise KeyValueError(
+                    "layers",
+                    self.layers,
+                    f"names the layers of a TorchScript file (arch {USER_ARCH}); arch "
+                    f"{self.arch!r} names its own conv and dense: leave it empty ({{}})",
+                )
+            return self
+        if self.weights in ("scratch", "imagenet"):
+            raise KeyValueError(
+                "weights",
+                self.weights,
+                "arch torchscript needs the path of the TorchScript file (.pt, .pth or .ts)",
+            )
+        if self.train:
+            raise KeyValueError(
+                "train",
+                self.train,
+                "a TorchScript model is explained as it is (no fine-tuning): set "
+                "classifier.train to false",
+            )
+        return self
 
     @model_validator(mode="after")
     def _weights_fit(self) -> ClassifierParams:
@@ -455,9 +486,14 @@ class Params(_Strict):
         """Every layer an explanation reads: a safe name, a layer of the arch, with
         spatial maps or non-negative activations where the explanation needs them."""
         arch = self.classifier.arch
-        known = arch_layer_names(arch)
-        spatial = spatial_layer_names(arch)
-        nonnegative = _nonnegative_layer_names(arch)
+        if arch == USER_ARCH:  # the file's layers are known once it is loaded
+            named = self.classifier.layers
+            known = [*named, *named.values()]
+            spatial = nonnegative = known
+        else:
+            known = arch_layer_names(arch)
+            spatial = spatial_layer_names(arch)
+            nonnegative = _nonnegative_layer_names(arch)
         # (key, a layer or a list, extra names accepted, needs spatial maps, non-negative)
         checks: list[tuple[str, str | list[str], tuple[str, ...], bool, bool]] = [
             ("cladec.layers", self.cladec.layers, (), False, False),
@@ -485,6 +521,15 @@ class Params(_Strict):
                     raise KeyValueError(key, layer, LAYER_NAME_RULE)
                 if layer in extra:
                     continue
+                if layer not in known and arch == USER_ARCH:
+                    raise KeyValueError(
+                        key,
+                        layer,
+                        f"arch torchscript knows the layers classifier.layers names "
+                        f"({', '.join(known) or 'none'}); set classifier.layers.conv and "
+                        ".dense to module paths of the file (e.g. {conv: layer4, dense: "
+                        "avgpool}), or name one of them here",
+                    )
                 if layer not in known:
                     raise KeyValueError(
                         key,

@@ -2,7 +2,8 @@
 weights `classifier.weights` names, evaluate it on the test split, record
 per-training-epoch predictions of the tracked test instances. With `classifier.train:
 false` it exports the weights as they are (ImageNet's for `imagenet`, with ImageNet's
-class names), so every downstream stage explains that model. Its figures are drawn by
+class names), or a user's TorchScript file (`arch: torchscript`), so every downstream
+stage explains that model. Its figures are drawn by
 `classifier_figures` from what this stage stores."""
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 import numpy as np
 from torch import Tensor, nn
 
+from pipeline.chance import labels_in_model_classes
 from pipeline.classify import (
     HISTORY_KEYS,
     ClassifierResult,
@@ -27,9 +29,17 @@ from pipeline.classify import (
 )
 from pipeline.data import Splits
 from pipeline.inference import predict_proba
-from pipeline.io import write_csv, write_json, write_npz
+from pipeline.io import write_csv, write_json, write_npz, write_torch
 from pipeline.models.archs import build_classifier
 from pipeline.models.export import save_classifier
+from pipeline.models.user_model import ARCH as USER_ARCH
+from pipeline.models.user_model import (
+    UserModel,
+    build_user_model,
+    check_output,
+    read_script,
+    user_model_payload,
+)
 from pipeline.models.weights import (
     StartFrom,
     fit_state,
@@ -72,14 +82,28 @@ def _starting_state(
     return state
 
 
-def _as_is(
-    params: Params, splits: Splits, state: dict[str, Tensor], classes: int
-) -> tuple[nn.Module, dict[str, Any], ClassifierResult]:
-    """The classifier with the given weights and no training (explain-as-is); its
-    prediction record holds one epoch, 0: the predictions before any training."""
+def _user_model(params: Params, splits: Splits, path: Path, classes: int) -> UserModel:
+    """The TorchScript file as the classifier: loaded, its layers tapped, and checked on
+    one image of the data's shape before any work."""
     cfg = params.classifier
-    net = build_classifier(cfg.arch, splits.image_shape, classes)
-    net.load_state_dict({**net.state_dict(), **state})
+    model = build_user_model(read_script(path), path, cfg.layers, cfg.mean, cfg.std)
+    check_output(model, splits.image_shape, classes, str(path))
+    log.info("TorchScript model from %s; named layers %s", path, cfg.layers or "none")
+    return model
+
+
+def _as_is(
+    params: Params, splits: Splits, state: dict[str, Tensor] | nn.Module, classes: int
+) -> tuple[nn.Module, dict[str, Any], ClassifierResult]:
+    """The classifier with the given weights (or the user's TorchScript model) and no
+    training (explain-as-is); its prediction record holds one epoch, 0: the predictions
+    before any training."""
+    cfg = params.classifier
+    if isinstance(state, nn.Module):
+        net = state
+    else:
+        net = build_classifier(cfg.arch, splits.image_shape, classes)
+        net.load_state_dict({**net.state_dict(), **state})
     tracked = tracked_indices(len(splits.y_test), cfg.tracked_instances, params.seed)
     result = ClassifierResult(
         module=None,  # type: ignore[arg-type]  (nothing was trained)
@@ -94,20 +118,6 @@ def _as_is(
     return net.eval(), hparams, result
 
 
-def _labels_as(
-    model_names: Sequence[str], data_names: Sequence[str], labels: np.ndarray
-) -> np.ndarray | None:
-    """The data's labels as indices of the model's classes, matched by name (case and
-    `_` / space aside); None when some data class is not one of the model's."""
-    if list(model_names) == list(data_names):
-        return labels
-    index = {n.lower().replace("_", " "): i for i, n in enumerate(model_names)}
-    mapped = [index.get(n.lower().replace("_", " ")) for n in data_names]
-    if any(m is None for m in mapped):
-        return None
-    return np.asarray(mapped)[labels]
-
-
 def main() -> None:
     params = load_params()
     check_runtime(params)  # the accelerator and precision exist on this machine
@@ -116,7 +126,13 @@ def main() -> None:
     weights = locate_weights(cfg.weights, cfg.arch, params.data.download)
     splits = Splits.load(paths.DATASET)
     names = _model_classes(params, splits)
-    state = _starting_state(params, splits, weights, len(names))
+    if cfg.arch == USER_ARCH:
+        assert weights is not None  # the schema refuses torchscript without a file
+        state: dict[str, Tensor] | nn.Module | None = _user_model(
+            params, splits, weights, len(names)
+        )
+    else:
+        state = _starting_state(params, splits, weights, len(names))
     logged = {
         "seed": params.seed,
         "classifier": params.classifier.model_dump(),
@@ -130,7 +146,7 @@ def main() -> None:
                 params,
                 paths.CLASSIFIER_CKPTS,
                 logger=run.lightning_logger(),
-                extra_callbacks=[StartFrom(state)] if state is not None else [],
+                extra_callbacks=[StartFrom(state)] if isinstance(state, dict) else [],
             )
             net, hparams = result.module.net, dict(result.module.hparams)
         else:
@@ -144,12 +160,16 @@ def main() -> None:
         probabilities = predict_proba(net, splits.x_test)
         # None: the dataset's classes are not the model's (ImageNet's); the records then
         # keep the dataset's labels
-        labels = _labels_as(names, splits.class_names, splits.y_test)
+        labels = labels_in_model_classes(names, splits.class_names, splits.y_test)
         test, pairs = _test_results(probabilities, labels, names)
         confusion = test.pop("confusion_matrix", None)
         metrics = {"test": test, "training_epochs": len(result.history)}
 
-        save_classifier(net, hparams, names, paths.CLASSIFIER_MODEL)
+        if isinstance(net, UserModel):  # the file's bytes, as given
+            payload = user_model_payload(net, splits.image_shape, names)
+            write_torch(paths.CLASSIFIER_MODEL, payload)
+        else:
+            save_classifier(net, hparams, names, paths.CLASSIFIER_MODEL)
         record = epoch_prediction_record(
             result, labels if labels is not None else splits.y_test, names
         )

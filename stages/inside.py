@@ -20,6 +20,7 @@ from pipeline.explain.registry import part_class
 from pipeline.io import read_npz, write_json, write_npz
 from pipeline.params import INSIDE_PARTS, Params, load_params
 from pipeline.selection import Selection
+from pipeline.skips import MARKER, Skipped, write_marker
 from pipeline.tracking import stage_run
 from stages import paths
 from stages.runner import run_stage
@@ -106,9 +107,10 @@ class Inputs:
 
         checkpoints = epoch_checkpoints(paths.CLASSIFIER_CKPTS)
         if not checkpoints:
-            raise PipelineError(
-                f"{paths.CLASSIFIER_CKPTS} holds no per-epoch checkpoint: "
-                "run `dvc repro classifier`"
+            raise Skipped(
+                f"{paths.CLASSIFIER_CKPTS} holds no per-epoch checkpoint: the classifier is "
+                "explained as it is (classifier.train: false), so it has no training epochs "
+                "(or its stage has not run: `dvc repro classifier`)"
             )
         spec = self._spec
         return ((epoch, load_epoch_classifier(path, spec)) for epoch, path in checkpoints)
@@ -175,7 +177,16 @@ def main(name: str) -> None:
         logged["seed"] = params.seed
     logged.update({key: _plain(value) for key, value in reads.items()})
     with stage_run(name, params.tracking.experiment, params.data.dataset, logged) as run:
-        computed = cls().compute(Inputs(params.seed, reads), p)
+        try:
+            computed = cls().compute(Inputs(params.seed, reads), p)
+        except Skipped as skipped:
+            # the declared outputs hold the reason; figures and report show it
+            log.info("%s skipped: %s", name, skipped)
+            write_marker(paths.part_dir(name), str(skipped))
+            write_json(paths.part_metrics(name), {"skipped": str(skipped)})
+            run.log_artifact(paths.part_dir(name) / MARKER, name)
+            return
+        (paths.part_dir(name) / MARKER).unlink(missing_ok=True)  # of an earlier run by hand
         for stem, arrays in computed.arrays.items():
             write_npz(paths.part_dir(name) / f"{stem}.npz", **arrays)
         write_json(paths.part_metrics(name), computed.metrics)

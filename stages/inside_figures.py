@@ -16,6 +16,7 @@ from pipeline.explain.registry import part_class
 from pipeline.figures.common import save_figure
 from pipeline.io import atomic_path, read_npz, write_text
 from pipeline.params import INSIDE_PARTS, load_params
+from pipeline.skips import read_marker, write_marker
 from pipeline.tracking import stage_run
 from stages import paths
 from stages.runner import run_stage
@@ -26,9 +27,13 @@ RUNS_MODULES = ("pipeline/explain/parts",)
 TEXT_SUFFIXES = (".html", ".csv")  # drawings that are text; .png are Figures, .gif bytes
 
 
-def load_stored(part: str) -> dict[str, dict[str, Any]]:
-    """{file stem: {key: array}} of every .npz the part's compute stage wrote."""
+def load_stored(part: str) -> dict[str, dict[str, Any]] | str:
+    """{file stem: {key: array}} of every .npz the part's compute stage wrote, or the
+    reason it gave for skipping the part."""
     folder = paths.part_dir(part)
+    reason = read_marker(folder)
+    if reason is not None:
+        return reason
     files = sorted(folder.glob("*.npz")) if folder.is_dir() else []
     if not files:
         raise PipelineError(f"{folder}/ holds no arrays: run `dvc repro {part}` first")
@@ -62,6 +67,10 @@ def main(parts: tuple[str, ...] = INSIDE_PARTS) -> None:
         for part in progress(parts, "inside figures", unit="part"):
             p = getattr(params.inside, part)
             out = paths.part_figures(part)
+            if isinstance(stored[part], str):  # skipped: the reason, for the report
+                write_marker(out, stored[part])
+                log.info("%s: skipped (%s)", part, stored[part])
+                continue
             written = [
                 save_drawing(name, drawing, out)
                 for name, drawing in part_class(part)().draw(stored[part], p).items()

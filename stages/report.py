@@ -13,7 +13,14 @@ from typing import Any
 from pipeline.errors import PipelineError
 from pipeline.io import corrupt_file_error, read_npz, write_text
 from pipeline.params import Params, load_params
-from pipeline.report.content import ReportInputs, RunInfo, build_report, image_patterns
+from pipeline.report.content import (
+    SECTIONS,
+    ReportInputs,
+    RunInfo,
+    build_report,
+    image_patterns,
+)
+from pipeline.skips import read_marker
 from pipeline.tracking import UI_ADDRESS, run_url, stage_run
 from stages import paths
 from stages.runner import run_stage
@@ -49,6 +56,17 @@ def read_stored(part: str, name: str) -> dict[str, Any] | None:
     return read_npz(path, stage=part) if path.is_file() else None
 
 
+def read_skipped() -> dict[str, str]:
+    """{part: reason} for every section's part that was skipped (the marker its figure
+    folder holds)."""
+    found = {}
+    for section in SECTIONS:
+        reason = read_marker(paths.part_figures(section.part)) if section.part else None
+        if reason is not None:
+            found[section.part] = reason
+    return found
+
+
 def main() -> None:
     params = load_params()
     summary = read_json(paths.SUMMARY_METRICS, "summary")  # every input before any work
@@ -62,6 +80,7 @@ def main() -> None:
         gallery=gallery,
         tour=read_stored("grand_tour", "tour"),
         flow=read_stored("instanceflow", "flow"),
+        skipped=read_skipped(),
     )
     with stage_run("report", params.tracking.experiment, params.data.dataset, {}) as run:
         if run.parent_run_id:

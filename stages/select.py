@@ -3,14 +3,27 @@ separate evaluation set the attribution methods are scored on.
 
 It is also the gate before the explanation stages: a classifier at or near chance is
 refused (pipeline/chance.py) before anything is written, and every explanation stage
-depends on this stage's outputs, so none runs after a refusal."""
+depends on this stage's outputs, so none runs after a refusal. When the model's classes
+are not the dataset's (an ImageNet model explained as-is on other photos, or a folder
+without labels) the check is skipped with the reason in the log and in
+explanations/classifier_check.json, and the predictions are the classes explained."""
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
-from pipeline.chance import ChanceCheck, measure_chance, refuse_near_chance
-from pipeline.data import Splits
+import numpy as np
+
+from pipeline.chance import (
+    ChanceCheck,
+    labels_in_model_classes,
+    measure_chance,
+    refuse_near_chance,
+    skipped_check,
+)
+from pipeline.data import UNLABELLED, Splits
+from pipeline.errors import PipelineError
 from pipeline.evaluation_set import evaluation_set
 from pipeline.inference import predict_proba
 from pipeline.io import write_json
@@ -49,6 +62,36 @@ def _log_check(check: ChanceCheck, above_chance: float | None) -> None:
         )
 
 
+def _targets(
+    splits: Splits, names: tuple[str, ...], predicted: np.ndarray, above_chance: float | None
+) -> tuple[np.ndarray, ChanceCheck | None, dict[str, Any]]:
+    """The test labels in the model's classes and the near-chance check on them; when the
+    data's classes are not the model's, the predictions stand in for the labels (the
+    classes explained) and the check is skipped, with the reason."""
+    labels = labels_in_model_classes(names, splits.class_names, splits.y_test)
+    if labels is None:
+        why = (
+            "the dataset has no labels"
+            if splits.class_names == (UNLABELLED,)
+            else f"the dataset's classes are not among the model's {len(names)}"
+        )
+        reason = (
+            f"{why}: the accuracy is undefined, so the near-chance check is skipped and "
+            "the predicted classes are explained"
+        )
+        log.info("%s = %s not applied: %s", ABOVE_CHANCE_KEY, above_chance, reason)
+        return predicted, None, skipped_check(reason, predicted, names)
+    if splits.class_names == (UNLABELLED,):
+        raise PipelineError(
+            "the dataset has no labels (a folder without class sub-folders), so a classifier "
+            "trained on it learnt nothing: explain a model as it is (classifier.train=false "
+            "with classifier.weights), or sort the images into one sub-folder per class"
+        )
+    check = measure_chance(labels, predicted, names)
+    refuse_near_chance(check, above_chance, ABOVE_CHANCE_KEY)
+    return labels, check, check.as_dict()
+
+
 def main() -> None:
     params = load_params()
     splits = Splits.load(paths.DATASET)
@@ -59,12 +102,14 @@ def main() -> None:
         "evaluate.images": params.evaluate.images,
     }
     probabilities = predict_proba(net, splits.x_test)
-    check = measure_chance(splits.y_test, probabilities.argmax(1), tuple(names))
-    refuse_near_chance(check, params.select.above_chance, ABOVE_CHANCE_KEY)
+    predicted = probabilities.argmax(1)
+    labels, check, check_record = _targets(
+        splits, tuple(names), predicted, params.select.above_chance
+    )
     with stage_run("select", params.tracking.experiment, splits.dataset, logged) as run:
         selection = select_instances(
             probabilities,
-            splits.y_test,
+            labels,
             tuple(names),
             per_class=params.select.per_class,
             misclassified=params.select.misclassified,
@@ -72,9 +117,7 @@ def main() -> None:
             seed=params.seed,
         )
         selection.save(paths.SELECTION)
-        evaluated = evaluation_set(
-            splits.y_test, probabilities.argmax(1), params.evaluate.images, params.seed
-        )
+        evaluated = evaluation_set(labels, predicted, params.evaluate.images, params.seed)
         evaluated.save(paths.EVALUATION_SET)
         summary = {
             "instances": len(selection),
@@ -88,13 +131,14 @@ def main() -> None:
             ],
         }
         write_json(paths.SELECTION_METRICS, summary)
-        write_json(paths.CHANCE_CHECK, check.as_dict())
+        write_json(paths.CHANCE_CHECK, check_record)
         run.log_metrics(
             {k: summary[k] for k in ("instances", "correct", "misclassified", "evaluation_images")}
         )
         run.log_artifact(paths.SELECTION_METRICS, "metrics")
         run.log_artifact(paths.CHANCE_CHECK, "metrics")
-    _log_check(check, params.select.above_chance)
+    if check is not None:
+        _log_check(check, params.select.above_chance)
     pairs = ", ".join(
         f"{p['true']}→{p['predicted']} ({p['count']})" for p in summary["confused_pairs"]
     )

@@ -259,11 +259,12 @@ def test_changing_a_method_param_reruns_that_method_and_its_evaluation_only(work
         status = sh(["dvc", "status", "--json"], workspace)
     finally:
         (workspace / "params.yaml").write_text(original)
-    # the figure stage reads every method's params too (LIME's: the superpixels shown);
-    # `params` validates every edit of params.yaml (its output never changes). LIME's
-    # evaluation is rerun inside explain@lime; `evaluate` only gathers, and reruns once
-    # explain@lime has rewritten explanations/evaluation/lime.npz, not for the params
-    assert set(json.loads(status)) == {"params", "explain@lime", "attribution_figures"}
+    # the figure stages read every method's params too (LIME's: the superpixels shown, in
+    # the attribution figures and the gallery); `params` validates every edit of
+    # params.yaml (its output never changes). LIME's evaluation is rerun inside
+    # explain@lime; `evaluate` only gathers, and reruns once explain@lime has rewritten
+    # explanations/evaluation/lime.npz, not for the params
+    assert set(json.loads(status)) == {"params", "explain@lime", "attribution_figures", "gallery"}
     dag = sh(["dvc", "dag", "--outs", "--dot"], workspace)
     assert '"explanations/evaluation/lime.npz" -> "reports/evaluate_table.md"' in dag
 
@@ -289,6 +290,7 @@ FIGURE_STAGES = {
     "attribution_figures",
     "evaluate_figure",
     "inside_figures",
+    "gallery",
 }
 
 

@@ -268,7 +268,12 @@ def command_copy(tmp_path_factory) -> Path:
 def _fake_inputs(root: Path) -> None:
     """Inputs the stages check only after params.yaml (DVC runs a stage only when its
     deps exist; `dvc exp run` removes what dvc.lock does not hold)."""
-    for path in ("data/dataset.npz", "models/classifier/model.pt", "explanations/selection.npz"):
+    for path in (
+        "data/dataset.npz",
+        "models/classifier/model.pt",
+        "explanations/selection.npz",
+        "explanations/classifier_check.json",  # the decoders wait for select's guardrail
+    ):
         (root / path).parent.mkdir(parents=True, exist_ok=True)
         (root / path).write_bytes(b"never read")
 

@@ -11,6 +11,8 @@ import torch
 from pipeline.errors import ParamsError, PipelineError
 from pipeline.io import STORED_READ_ERRORS, corrupt_file_error, write_torch
 from pipeline.models.archs import ImageClassifier, ImageShape, build_classifier
+from pipeline.models.user_model import ARCH as USER_ARCH
+from pipeline.models.user_model import user_model_from_payload
 
 
 def save_classifier(
@@ -37,8 +39,11 @@ def load_classifier(path: str | Path) -> tuple[ImageClassifier, list[str]]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
         shape: ImageShape = tuple(int(d) for d in payload["input_shape"])  # type: ignore[assignment]
-        net = build_classifier(str(payload["arch"]), shape, int(payload["num_classes"]))
-        net.load_state_dict(payload["state_dict"])
+        if payload["arch"] == USER_ARCH:  # a user's TorchScript file, as given
+            net = user_model_from_payload(payload, path)
+        else:
+            net = build_classifier(str(payload["arch"]), shape, int(payload["num_classes"]))
+            net.load_state_dict(payload["state_dict"])
         names = [str(name) for name in payload["class_names"]]
     except (*STORED_READ_ERRORS, RuntimeError, AttributeError) as exc:
         raise corrupt_file_error(path, exc, "classifier") from None

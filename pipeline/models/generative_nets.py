@@ -16,6 +16,7 @@ from pipeline.models.archs import ImageShape, LayerEncoder
 
 CodeShape = tuple[int, ...]
 MIN_CHANNELS = 8  # of the decoder's up-sampling layers
+MAX_FLAT_START = 8  # side of the first feature map a flat code is projected to
 
 
 def _up(c_in: int, c_out: int) -> nn.Sequential:
@@ -26,7 +27,8 @@ def _up(c_in: int, c_out: int) -> nn.Sequential:
 
 
 class ImageDecoder(nn.Module):
-    """Code → image in [0, 1]. A flat code is projected to a small feature map; a
+    """Code → image in [0, 1]. A flat code is projected to a small feature map (at most
+    MAX_FLAT_START a side); a
     spatial code starts from its own resolution; transposed convolutions double the
     size until the image size is reached, halving the channels down to MIN_CHANNELS (the
     full-resolution layers dominate the cost: 8 rather than 16 channels there makes a
@@ -37,7 +39,10 @@ class ImageDecoder(nn.Module):
         channels, height, _ = image_shape
         self.image_shape = image_shape
         if len(code_shape) == 1:
-            start = max(2, math.ceil(height / 4))
+            # a quarter of the image side, at most MAX_FLAT_START: 7 for MNIST, 8 for
+            # CIFAR, and 8 (not 56) for a 224 px photo, where the projection of a 2,048-d
+            # code onto 32 x 56 x 56 would hold 205 million weights
+            start = min(max(2, math.ceil(height / 4)), MAX_FLAT_START)
             self.stem: nn.Module = nn.Sequential(
                 nn.Linear(code_shape[0], width * start * start),
                 nn.ReLU(),

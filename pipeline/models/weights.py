@@ -1,7 +1,8 @@
 """Where a classifier's starting weights come from (`classifier.weights`): `scratch`
 (random, as the arch initialises itself), `imagenet` (torchvision's ImageNet weights for
 a ResNet: the torch hub cache, else downloaded when `data.download` allows), or the path
-of a state dict saved with `torch.save`. Files are read with `weights_only=True` always:
+of a state dict saved with `torch.save` (or, for arch torchscript, of a TorchScript file:
+pipeline/models/user_model.py). Files are read with `weights_only=True` always:
 a weights file may come from anywhere."""
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from torch import Tensor, nn
 from pipeline.errors import PipelineError
 from pipeline.io import STORED_READ_ERRORS
 from pipeline.models.specs import RESNETS
+from pipeline.models.user_model import ARCH as USER_ARCH
+from pipeline.models.user_model import is_torchscript
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +69,14 @@ def locate_weights(weights: str, arch: str, download: bool) -> Path | None:
     if weights != "imagenet":
         path = Path(weights).expanduser()
         if not path.is_file():
+            wanted = (
+                "a TorchScript file (torch.jit.save)"
+                if arch == USER_ARCH
+                else "a state dict saved with torch.save, or use imagenet or scratch"
+            )
             raise PipelineError(
                 f"{KEY} = {weights!r}: no such file (looked at {path.resolve()}); give the "
-                "path of a state dict saved with torch.save, or use imagenet or scratch"
+                f"path of {wanted}"
             )
         return path
     name, url = imagenet_file(arch)
@@ -107,6 +115,11 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     """A state dict from a file, read with `weights_only=True`: a plain dict of tensors
     (torch.save(model.state_dict())), or a dict holding one under 'state_dict' (this
     pipeline's model.pt)."""
+    if is_torchscript(path):
+        raise PipelineError(
+            f"{KEY}: {path} is a TorchScript file, not a state dict: set classifier.arch "
+            "to torchscript (and classifier.train to false) to explain it as it is"
+        )
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except (*STORED_READ_ERRORS, RuntimeError) as exc:  # RuntimeError: a cut-short zip

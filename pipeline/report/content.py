@@ -51,6 +51,7 @@ class ReportInputs:
     gallery: Mapping[str, Any] | None = None
     tour: PlotlyArrays | None = None
     flow: PlotlyArrays | None = None
+    skipped: Mapping[str, str] = field(default_factory=dict)  # part -> why it was skipped
 
 
 Part = Callable[["ReportInputs"], str]
@@ -59,7 +60,8 @@ Part = Callable[["ReportInputs"], str]
 @dataclass(frozen=True)
 class Section:
     """A section of the page: anchor, navigation label, title, how to read it, what it
-    shows (parts, in order) and the stage to run when it has nothing to show."""
+    shows (parts, in order) and the stage to run when it has nothing to show; `part`: the
+    inside part whose skip reason (pipeline/skips.py) it shows instead."""
 
     anchor: str
     label: str
@@ -67,6 +69,7 @@ class Section:
     guide: str
     parts: tuple[Part, ...]
     stage: str
+    part: str | None = None
 
 
 @dataclass(frozen=True)
@@ -316,6 +319,7 @@ SECTIONS = (
         "of the layer: lower error and higher agreement are better).",
         (images("figures/ice/*.png"),),
         "inside_figures",
+        part="ice",
     ),
     Section(
         "feature-maps",
@@ -327,6 +331,7 @@ SECTIONS = (
         "coarser parts.",
         (images("figures/feature_maps/*.png"),),
         "inside_figures",
+        part="feature_maps",
     ),
     Section(
         "activation-max",
@@ -340,6 +345,7 @@ SECTIONS = (
         "class images are stroke textures the classifier rates near probability 1.",
         (images("figures/activation_max/*.png"),),
         "inside_figures",
+        part="activation_max",
     ),
     Section(
         "grand-tour",
@@ -353,6 +359,7 @@ SECTIONS = (
         "classes; separate clusters mean the layer tells the classes apart.",
         (grand_tour,),
         "grand_tour",
+        part="grand_tour",
     ),
     Section(
         "across-epochs",
@@ -364,6 +371,7 @@ SECTIONS = (
         "model found its evidence early.",
         (images("figures/across_epochs/*.png"),),
         "inside_figures",
+        part="across_epochs",
     ),
     Section(
         "latent-walks",
@@ -375,6 +383,7 @@ SECTIONS = (
         "shows the strokes the classifier's decision turns on.",
         (images("figures/vae_walks/*.png"),),
         "inside_figures",
+        part="vae_walks",
     ),
 )
 
@@ -390,6 +399,8 @@ def _body(section: Section, inputs: ReportInputs) -> str:
     """A section's parts, or a line saying which stage to run when all are empty."""
     shown = [html_ for part in section.parts if (html_ := part(inputs)).strip()]
     if not shown:
+        if section.part in inputs.skipped:
+            return h.missing(f"Skipped: {inputs.skipped[section.part]}")
         return h.missing(f"Nothing to show: run `dvc repro {section.stage}` first.")
     return "\n".join(shown)
 

@@ -44,6 +44,7 @@ import numpy as np
 from pydantic import Field
 
 from pipeline.explain.base import Computed, InsidePart, MethodParams, Score
+from pipeline.skips import check_ascent_cost
 
 if TYPE_CHECKING:
     from torch import Generator, Tensor, nn
@@ -270,6 +271,9 @@ class ActivationMax(InsidePart):
         with the objective before and after, the class images' probabilities, and the
         class images of the same optimisation without regularisers for comparison."""
         shape = inputs.splits.image_shape
+        # every filter, and every class twice (with and without regularisers)
+        images = unit_count(inputs.net, p.layer, shape) + 2 * len(inputs.class_names)
+        check_ascent_cost(images, p.iterations, shape[1], shape[2])
         common: dict[str, Any] = {"seed": inputs.seed, "centre": _mean_pixel(inputs.splits)}
         filters = maximize(inputs.net, shape, p, layer=p.layer, **common)
         classes = maximize(inputs.net, shape, p, layer=None, **common)
