@@ -266,6 +266,20 @@ def write_json(path: str | Path, payload: Any) -> None:
         tmp.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
 
 
+def read_json(path: str | Path, stage: str | None = None) -> Any:
+    """A JSON output of another stage; missing or unreadable is one line naming the file
+    and the stage that (re)writes it (`stage`, else found from the path), as `read_npz`."""
+    path = Path(path)
+    stage = stage or writer_stage(path)
+    if not path.is_file():
+        run = f"`dvc repro {stage}`" if stage else "the stage that writes it"
+        raise PipelineError(f"{path} not found: run {run} first")
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise corrupt_file_error(path, exc, stage) from None
+
+
 def write_text(path: str | Path, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)

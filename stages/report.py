@@ -5,13 +5,10 @@ this pipeline configuration, so two configurations compare side by side there.""
 
 from __future__ import annotations
 
-import json
 import logging
-from pathlib import Path
 from typing import Any
 
-from pipeline.errors import PipelineError
-from pipeline.io import corrupt_file_error, read_npz, write_text
+from pipeline.io import read_json, read_npz, write_text
 from pipeline.params import Params, load_params
 from pipeline.report.content import (
     SECTIONS,
@@ -38,16 +35,6 @@ def read_images() -> dict[str, bytes]:
         for path in sorted(paths.REPORTS.glob(pattern))
         if path.is_file()
     }
-
-
-def read_json(path: Path, stage: str) -> Any:
-    """A JSON output of another stage; missing or unreadable is a one-line error."""
-    if not path.is_file():
-        raise PipelineError(f"{path} not found: run `dvc repro {stage}` first")
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise corrupt_file_error(path, exc, stage) from None
 
 
 def read_stored(part: str, name: str) -> dict[str, Any] | None:

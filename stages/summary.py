@@ -8,8 +8,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import PipelineError
-from pipeline.io import write_json
+from pipeline.io import read_json, write_json
 from pipeline.params import load_params
 from pipeline.summary import summarize
 from pipeline.tracking import stage_run
@@ -20,12 +19,8 @@ log = logging.getLogger("stages.summary")
 
 
 def _read(path: Path, stage: str, required: bool = True) -> Any:
-    """A metrics file's contents; a missing required one is a one-line error."""
-    if not path.is_file():
-        if required:
-            raise PipelineError(f"{path} not found: run `dvc repro {stage}` first")
-        return None
-    return json.loads(path.read_text())
+    """A metrics file's contents (None for a missing optional one)."""
+    return read_json(path, stage) if required or path.is_file() else None
 
 
 def main() -> None:

@@ -14,11 +14,11 @@ from pipeline.explain.parts.grand_tour import GrandTour, givens, normalise, proj
 from pipeline.figures.common import save_figure
 from pipeline.figures.grand_tour import (
     MISCLASSIFIED_SYMBOL,
+    figure_page,
     plot_tour_frames,
     stored_tours,
     tour_figure,
     tour_gif,
-    tour_html,
 )
 
 CLASS_NAMES = ("airplane", "automobile", "bird")
@@ -231,8 +231,8 @@ def test_gif_rejects_mismatched_inputs() -> None:
 def test_html_is_self_contained_and_names_the_classes() -> None:
     frames, labels = tour_frames()
     epochs = [str(k + 1) for k in range(len(frames))]
-    html = tour_html(
-        frames, labels, CLASS_NAMES, epochs, "Grand Tour of the softmax layer", step_name="epoch"
+    html = figure_page(
+        tour_figure(frames, labels, CLASS_NAMES, epochs, "Grand Tour of the softmax layer", "epoch")
     )
     assert html.lstrip().lower().startswith("<html") or "<!doctype html" in html[:200].lower()
     assert "plotly" in html

@@ -204,21 +204,6 @@ QUIET_INTERRUPTED_ANIMATIONS = (
 )
 
 
-def tour_html(
-    frames_xy: Sequence[np.ndarray],
-    labels: np.ndarray,
-    class_names: Sequence[str],
-    steps: Sequence[str],
-    title: str,
-    step_name: str = "frame",
-    predictions: np.ndarray | None = None,
-) -> str:
-    """A self-contained HTML page (plotly.js embedded, works offline); see `tour_figure`."""
-    return figure_page(
-        tour_figure(frames_xy, labels, class_names, steps, title, step_name, predictions)
-    )
-
-
 def figure_page(figure: dict) -> str:
     """A plotly figure as a self-contained page (plotly.js embedded, works offline),
     still until the reader presses Play, with interrupted animations kept quiet."""
