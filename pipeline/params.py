@@ -553,6 +553,24 @@ class Params(_Strict):
                 raise KeyValueError(key, layer, f"{reason}; use one of {', '.join(usable)}")
         return self
 
+    @model_validator(mode="after")
+    def _methods_fit_torchscript(self) -> Params:
+        """No method whose rules hook the model's non-linearity modules on a TorchScript
+        file: the hooks never run inside its compiled graph (pipeline/explain/base.py)."""
+        if self.classifier.arch != USER_ARCH:
+            return self
+        hooked = [m for m in self.explain.methods if ATTRIBUTION_CLASSES[m].hooks_nonlinearities]
+        if hooked:
+            raise KeyValueError(
+                "explain.methods",
+                self.explain.methods,
+                f"{', '.join(hooked)} change the backward pass of the model's ReLU modules, "
+                "which a TorchScript file's compiled graph does not expose (guided backprop "
+                "would silently be the plain gradient, DeepLIFT input x gradient); remove "
+                "them for arch torchscript",
+            )
+        return self
+
 
 def _show(value: Any) -> str:
     return repr(value) if not isinstance(value, dict) else "{...}"

@@ -155,7 +155,23 @@ def test_a_class_or_image_that_does_not_exist_is_refused(explorer):
         explorer.test_image(6)
 
 
-def test_the_picker_lists_every_registered_method_and_preselects_cheap_ones():
-    titles = logic.method_titles()
+def test_the_picker_lists_every_registered_method_and_preselects_cheap_ones(explorer):
+    titles = logic.method_titles(explorer.net)
     assert list(titles) == list(attribution_methods())
     assert set(logic.CHEAP_METHODS) <= set(titles)
+
+
+def test_the_picker_leaves_out_hook_based_methods_on_a_torchscript_model(monkeypatch):
+    """Their hooks never reach a compiled graph's ReLUs (the stage refuses them too)."""
+    import warnings
+
+    from pipeline.models.user_model import TRUST_ENV, build_user_model
+
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        torch.jit.save(torch.jit.script(torch.nn.Sequential(torch.nn.Flatten())), buffer)
+    monkeypatch.setenv(TRUST_ENV, "1")
+    scripted = build_user_model(buffer.getvalue(), "m.ts", {}, None, None)
+    titles = logic.method_titles(scripted)
+    assert sorted(set(attribution_methods()) - set(titles)) == ["deeplift", "guided_backprop"]

@@ -34,7 +34,7 @@ from pipeline.models.user_model import (
     read_script,
 )
 from pipeline.models.weights import locate_weights, read_state_dict
-from pipeline.params import EvaluateParams, parse_params
+from pipeline.params import ATTRIBUTION_CLASSES, EvaluateParams, parse_params
 
 REPO = Path(__file__).resolve().parents[1]
 LAYERS = {"conv": "features", "dense": "pool"}
@@ -128,6 +128,63 @@ def test_a_copy_has_its_own_weights(tiny):
     torch.testing.assert_close(user(x), eager(x))
 
 
+HOOKING = sorted(n for n, c in ATTRIBUTION_CLASSES.items() if c.hooks_nonlinearities)
+
+
+def test_the_methods_that_hook_relu_modules_are_known():
+    """The two whose rules live in module hooks (the list the refusals below rely on)."""
+    assert HOOKING == ["deeplift", "guided_backprop"]
+
+
+@pytest.mark.parametrize("name", sorted(set(ATTRIBUTION_CLASSES) - set(HOOKING)))
+def test_every_other_method_gives_the_python_models_maps(tiny, name):
+    """Each method's maps on the TorchScript model equal those on the model it was made
+    from (occlusion, RISE and Grad-CAM++ copy the model first: a scripted copy's weights
+    must be leaves for that)."""
+    eager, user = tiny
+    torch.manual_seed(1)
+    x, targets = torch.rand(3, 1, 12, 12), torch.tensor([0, 1, 2])
+    cls = method_class(name)
+    background = torch.rand(8, 1, 12, 12) if cls.needs_background else None
+    p = cls.Params()
+    ours = cls(seed=3, background=background).attribute(user, x, targets, p).maps
+    theirs = cls(seed=3, background=background).attribute(eager, x, targets, p).maps
+    assert np.abs(theirs).max() > 0
+    np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", HOOKING)
+def test_methods_that_hook_relu_modules_refuse_a_torchscript_model(tiny, name):
+    """Their hooks never reach the ReLUs inside compiled code: without the refusal the
+    maps would silently be the plain gradient (guided backprop) or input x gradient
+    (DeepLIFT), which is what captum returns on the scripted graph."""
+    from captum.attr import DeepLift, GuidedBackprop, InputXGradient, Saliency
+
+    eager, user = tiny
+    x, targets = torch.rand(3, 1, 12, 12), torch.tensor([0, 1, 2])
+    silent = {"guided_backprop": GuidedBackprop, "deeplift": DeepLift}[name](user)
+    same_as = {"guided_backprop": Saliency, "deeplift": InputXGradient}[name](eager)
+    kwargs = {"abs": False} if name == "guided_backprop" else {}
+    torch.testing.assert_close(
+        silent.attribute(x.clone().requires_grad_(), target=targets),
+        same_as.attribute(x.clone().requires_grad_(), target=targets, **kwargs),
+    )
+    cls = method_class(name)
+    with pytest.raises(PipelineError, match=f"{name} changes the backward pass.*TorchScript"):
+        cls().attribute(user, x, targets, cls.Params())
+    assert np.abs(cls().attribute(eager, x, targets, cls.Params()).maps).max() > 0
+
+
+def test_a_copy_of_a_script_model_has_leaf_weights(tiny):
+    """torch's ScriptModule deepcopy clones weights with their history; ours are leaves,
+    so freezing a copy (inference_copy) works."""
+    _, user = tiny
+    twin = copy.deepcopy(user)
+    assert all(t.is_leaf for t in twin.parameters())
+    twin.requires_grad_(False)
+    assert all(t.requires_grad for t in user.parameters())
+
+
 def test_normalization_from_params_is_applied_inside(tiny):
     eager, _ = tiny
     user = build_user_model(script_bytes(eager), "tiny.ts", {}, [0.5], [0.25])
@@ -148,6 +205,8 @@ def _workspace(tmp_path: Path, tiny_splits, classifier: dict) -> Path:
     tiny_splits.save(tmp_path / "data" / "dataset.npz")
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["classifier"].update(classifier)
+    if classifier.get("arch") == "torchscript":  # their hooks cannot reach compiled ReLUs
+        params["explain"]["methods"] = [m for m in params["explain"]["methods"] if m not in HOOKING]
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     return tmp_path
 
@@ -284,6 +343,12 @@ def test_bad_files_are_one_line_naming_the_file_or_key(tmp_path, tiny):
             "classifier.layers = {...}: names the layers of a TorchScript file",
         ),
         (
+            {"arch": "torchscript", "weights": "m.ts", "train": False, "layers": LAYERS},
+            {"methods": ["gradcam", "guided_backprop", "deeplift"]},
+            "explain.methods = ['gradcam', 'guided_backprop', 'deeplift']: guided_backprop, "
+            "deeplift change the backward pass",
+        ),
+        (
             {"arch": "torchscript", "weights": "m.bin", "train": False},
             {},
             "classifier.weights = 'm.bin': use scratch",
@@ -307,7 +372,7 @@ def test_params_take_a_torchscript_model_with_its_layers():
                 "mean": [0.485, 0.456, 0.406],
                 "std": [0.229, 0.224, 0.225],
             },
-            "explain": {"gradcam": {"layer": "layer4"}},
+            "explain": {"methods": ["gradcam", "saliency"], "gradcam": {"layer": "layer4"}},
         }
     )
     assert params.classifier.layers == {"conv": "layer4", "dense": "avgpool"}

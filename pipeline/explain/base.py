@@ -117,6 +117,9 @@ class AttributionMethod(Explanation):
     signed: ClassVar[bool]  # maps carry evidence for (+) and against (-) the class
     # needs a sample of training images; its params then have a `background` count
     needs_background: ClassVar[bool] = False
+    # replaces the backward pass of the model's nn.ReLU (and other non-linearity) modules
+    # through hooks, which a TorchScript graph's compiled calls never reach
+    hooks_nonlinearities: ClassVar[bool] = False
 
     def __init__(self, seed: int = 0, background: Tensor | None = None) -> None:
         self.seed = seed
@@ -245,3 +248,28 @@ class InsidePart(Explanation):
         """file name -> what to write there: a matplotlib Figure (`.png`), text (`.html`,
         `.csv`) or bytes (`.gif`)."""
         raise NotImplementedError
+
+
+def compiled_parts(model: nn.Module) -> list[str]:
+    """Names of the model's TorchScript parts ('' for the model itself): where module
+    hooks never reach the calls inside."""
+    import torch
+
+    return [name for name, m in model.named_modules() if isinstance(m, torch.jit.ScriptModule)]
+
+
+def refuse_compiled_graph(model: nn.Module, method: str) -> None:
+    """Stop a method that hooks the model's non-linearity modules on a model with a
+    TorchScript part: its ReLUs are calls inside compiled code, so the hooks would never
+    run and the map would silently be another method's (measured: guided backprop
+    gives the plain gradient, DeepLIFT input x gradient, exactly)."""
+    from pipeline.errors import PipelineError
+
+    scripted = compiled_parts(model)
+    if scripted:
+        raise PipelineError(
+            f"{method} changes the backward pass of the model's non-linearity modules, "
+            f"which a TorchScript graph ({scripted[0] or 'the model'}) does not expose: its "
+            "maps would silently be another method's (guided backprop's the plain gradient, "
+            "DeepLIFT's input x gradient); use another method on a TorchScript model"
+        )

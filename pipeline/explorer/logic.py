@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from pipeline.data import Splits
 from pipeline.errors import PipelineError
 from pipeline.explain.attribute_selection import background_sample
-from pipeline.explain.base import AttributionMethod, pixel_map
+from pipeline.explain.base import AttributionMethod, compiled_parts, pixel_map
 from pipeline.explain.registry import attribution_methods, method_class
 from pipeline.figures.attributions import _enlarged, _rgb, heat_panel
 from pipeline.inference import as_float_images, predict_proba
@@ -177,6 +177,12 @@ def shown_image(image: np.ndarray) -> np.ndarray:
     return _enlarged(_rgb(image))
 
 
-def method_titles() -> dict[str, str]:
-    """Every registered attribution method, name -> 'name: title' for the picker."""
-    return {name: f"{name}: {cls.title}" for name, cls in attribution_methods().items()}
+def method_titles(net: nn.Module) -> dict[str, str]:
+    """Every registered attribution method that can explain `net`, name -> 'name: title'
+    for the picker (none that hooks ReLU modules on a TorchScript model)."""
+    compiled = bool(compiled_parts(net))
+    return {
+        name: f"{name}: {cls.title}"
+        for name, cls in attribution_methods().items()
+        if not (compiled and cls.hooks_nonlinearities)
+    }

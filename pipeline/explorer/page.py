@@ -64,7 +64,7 @@ def main() -> None:
     key = f"{args.model}|{args.params}"
     st.title("Explorer")
     chosen = pick_image(explorer)
-    titles = logic.method_titles()
+    titles = logic.method_titles(explorer.net)
     methods = st.sidebar.multiselect(
         "Methods",
         list(titles),

@@ -145,7 +145,13 @@ class UserModel(nn.Module):
 
     def __deepcopy__(self, memo: dict) -> UserModel:
         """A copy with its own weights (the sanity check randomizes one) and taps."""
-        twin = UserModel(copy.deepcopy(self.net, memo), self.layers, self.mean, self.std)
+        net = copy.deepcopy(self.net, memo)
+        # a ScriptModule's deepcopy clones each parameter with its autograd history (a
+        # non-leaf tensor): make them leaves again, or requires_grad_ and optimizers fail
+        for tensor in (*net.parameters(), *net.buffers()):
+            wanted = tensor.requires_grad
+            tensor.detach_().requires_grad_(wanted)
+        twin = UserModel(net, self.layers, self.mean, self.std)
         twin.script = self.script
         return twin.train(self.training)
 

@@ -26,7 +26,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from pipeline.explain.base import AttributionMethod, Attributions, BatchedParams
+from pipeline.explain.base import (
+    AttributionMethod,
+    Attributions,
+    BatchedParams,
+    refuse_compiled_graph,
+)
 
 if TYPE_CHECKING:
     from torch import Tensor, nn
@@ -66,6 +71,7 @@ class DeepLift(AttributionMethod):
     title = "DeepLIFT"
     reference = "Shrikumar et al. 2017; captum.attr.DeepLift (Rescale rule, black baseline)"
     signed = True
+    hooks_nonlinearities = True
 
     def attribute(
         self, model: nn.Module, images: Tensor, targets: Tensor, p: DeepLiftParams
@@ -79,6 +85,7 @@ class DeepLift(AttributionMethod):
 
         if len(images) == 0:
             return Attributions(np.zeros(tuple(images.shape), np.float32))
+        refuse_compiled_graph(model, self.name)
         net = copy.deepcopy(model).eval()
         for module in net.modules():
             if isinstance(module, nn.ReLU):

@@ -10,6 +10,7 @@ from pipeline.explain.base import (
     Attributions,
     BatchedParams,
     gradients_in_batches,
+    refuse_compiled_graph,
 )
 
 if TYPE_CHECKING:
@@ -26,11 +27,14 @@ class GuidedBackprop(AttributionMethod):
     title = "guided backpropagation"
     reference = "Springenberg et al. 2015; captum.attr.GuidedBackprop"
     signed = True
+    hooks_nonlinearities = True
 
     def attribute(
         self, model: nn.Module, images: Tensor, targets: Tensor, p: GuidedBackpropParams
     ) -> Attributions:  # type: ignore[override]
         from captum.attr import GuidedBackprop as CaptumGuidedBackprop
+
+        refuse_compiled_graph(model, self.name)
 
         method = CaptumGuidedBackprop(model)
         return Attributions(
