@@ -110,10 +110,12 @@ def _workspace(folder: Path, data_names: tuple[str, ...], model_names: tuple[str
     (folder / "params.yaml").write_text(yaml.safe_dump(params))
 
 
-def _run_select(folder: Path) -> subprocess.CompletedProcess:
+def _run_select(
+    folder: Path, stage: str = "stages.select", *args: str
+) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO), "MLFLOW_TRACKING_URI": f"sqlite:///{folder}/m.db"}
     return subprocess.run(
-        [sys.executable, "-m", "stages.select"],
+        [sys.executable, "-m", stage, *args],
         cwd=folder, env=env, capture_output=True, text=True, timeout=180,
     )  # fmt: skip
 
@@ -144,6 +146,13 @@ def test_select_skips_the_check_and_explains_the_predictions_when_classes_differ
     assert len(selection) == 2 and set(selection.labels) == set(selection.predicted) == {1}
     evaluated = np.load(tmp_path / "explanations/evaluation_set.npz")
     assert set(evaluated["labels"]) == set(evaluated["predicted"]) == {1}
+    # and the explanation stage explains the predicted class (zero logit weights: every
+    # gradient is zero by construction)
+    result = _run_select(tmp_path, "stages.explain", "--method", "saliency")
+    assert result.returncode == 0, result.stderr[-2000:]
+    stored = np.load(tmp_path / "explanations/attributions/saliency.npz")
+    assert stored["predicted"].shape == (2, 1, 16, 16) and not np.any(stored["predicted"])
+    assert len(stored["true_rows"]) == 0  # the targets are the predictions: no second map
 
 
 def test_a_classifier_trained_on_a_folder_without_labels_is_refused(tmp_path) -> None:
