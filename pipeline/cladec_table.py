@@ -1,14 +1,17 @@
 """The ClaDec table: a row per decoder (layer, alpha) and RefAE with its test metrics and
 training epochs, the reference implementation's MNIST numbers beside it, and the
-qualitative properties of the reference's table checked on this run's numbers. Pure:
-the generative_figures stage reads the metrics files and writes what this returns."""
+qualitative properties of the reference's table checked on this run's numbers; the
+decoders whose stages were skipped (pipeline/skips.py) are left out and named with their
+reason. Pure: the generative_figures stage reads the metrics files and writes what this
+returns."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pipeline.skips import skipped_together, stored_reason
 from pipeline.tables import markdown_table
 
 METRICS = ("mse_per_pixel", "sse_per_image", "classifier_ce", "classifier_accuracy")
@@ -56,6 +59,23 @@ MD_HEADER = [
     "reference CE",
     "reference accuracy",
 ]
+
+
+def decoder_rows(
+    records: Mapping[str, dict[str, Any]],
+) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """The ClaDec and RefAE rows of the generative metrics ({stage: record}, in the given
+    order) whose stages trained a model, and {stage: reason} of every skipped one."""
+    rows = [r for r in records.values() if r.get("kind") in ("cladec", "refae")]
+    skipped = {
+        stage: reason for stage, r in records.items() if (reason := stored_reason(r)) is not None
+    }
+    return [r for r in rows if stored_reason(r) is None], skipped
+
+
+def skipped_markdown(skipped: Mapping[str, str]) -> str:
+    """The line under the table naming the decoders left out and why ('' for none)."""
+    return f"\nSkipped: {skipped_together(skipped)}\n" if skipped else ""
 
 
 def reference(layer: str, alpha: float | None) -> tuple[float, float | None, float] | None:
@@ -208,9 +228,16 @@ def properties_markdown(properties: list[Property]) -> str:
     return table + "\n" + overall + (("; FAILS: " + "; ".join(failed)) if failed else ".") + "\n"
 
 
-def cladec_markdown(rows: Sequence[dict[str, Any]], properties: list[Property]) -> str:
-    """The Markdown table (rows already `with_reference`), its source line and the
-    properties."""
+def cladec_markdown(
+    rows: Sequence[dict[str, Any]],
+    properties: list[Property],
+    skipped: Mapping[str, str] | None = None,
+) -> str:
+    """The Markdown table (rows already `with_reference`), its source line, the
+    properties, and a line naming the decoders `skipped` ({stage: reason}); with no
+    rows, that line alone."""
+    if not rows:
+        return skipped_markdown(skipped or {}).lstrip("\n")
     cells = [
         [r["kind"], r["layer"], "—" if r["alpha"] is None else f"{r['alpha']:g}"]
         + [f"{r['sse_per_image']:.2f}", f"{r['classifier_ce']:.4f}"]
@@ -221,5 +248,7 @@ def cladec_markdown(rows: Sequence[dict[str, Any]], properties: list[Property]) 
     return (
         markdown_table(MD_HEADER, cells)
         + f"\nreference: {REFERENCE_SOURCE}; the reference's layers are of its own "
-        "classifier (compare the shapes, not the values).\n\n" + properties_markdown(properties)
+        "classifier (compare the shapes, not the values).\n\n"
+        + properties_markdown(properties)
+        + skipped_markdown(skipped or {})
     )

@@ -27,7 +27,8 @@ from pipeline.models import archs, generative_lightning, generative_nets
 from pipeline.models.archs import ImageClassifier, LayerEncoder
 from pipeline.models.generative_lightning import ClaDecModule, RefAEModule, VAEModule
 from pipeline.models.generative_nets import code_shape, kl_divergence
-from pipeline.params import Params
+from pipeline.params import USER_ARCH, Params
+from pipeline.skips import Skipped
 from pipeline.training import EarlyStop, FitResult, InMemoryImages, fit
 
 MODEL_CODE = [inspect.getfile(m) for m in (archs, generative_lightning, generative_nets, training)]
@@ -152,6 +153,12 @@ def _early_stop(params: Params) -> EarlyStop:
     return EarlyStop(max_epochs=cfg.max_epochs, patience=cfg.patience, min_delta=cfg.min_delta)
 
 
+def _training_settings(params: Params) -> dict[str, Any]:
+    """The cladec params a decoder's training depends on, for its checkpoints' fingerprint
+    (not max_side: it decides whether a decoder trains, not how)."""
+    return params.cladec.model_dump(exclude={"layers", "alphas", "variational", "max_side"})
+
+
 def _fit(
     module: pl.LightningModule,
     train: InMemoryImages,
@@ -253,7 +260,7 @@ def train_cladec(
         cfg,
         checkpoint_dir,
         {
-            "cladec": cfg.model_dump(exclude={"layers", "alphas", "variational"}),
+            "cladec": _training_settings(params),
             "layer": layer,
             "alpha": alpha,
             "latent_dim": latent_dim,
@@ -273,10 +280,18 @@ def train_refae(
     checkpoint_dir: str | Path,
     logger: Any = False,
 ) -> Trained:
-    """The reference autoencoder for a layer: same architecture, fresh weights."""
+    """The reference autoencoder for a layer: same architecture, fresh weights. Skipped
+    for a TorchScript classifier: its file gives no architecture to build afresh."""
     cfg = params.cladec
-    pl.seed_everything(params.seed, workers=True, verbose=False)
     arch = params.classifier.arch
+    if arch == USER_ARCH:
+        raise Skipped(
+            "RefAE trains a fresh copy of the classifier's architecture up to the layer, and "
+            "a TorchScript file (classifier.arch: torchscript) gives no architecture Python "
+            "can rebuild; the ClaDec decoders still run (they need only the model's "
+            "activations)"
+        )
+    pl.seed_everything(params.seed, workers=True, verbose=False)
     shape = code_shape(LayerEncoder(classifier, layer), splits.image_shape)
     module = RefAEModule(
         arch,
@@ -296,7 +311,7 @@ def train_refae(
         cfg,
         checkpoint_dir,
         {
-            "cladec": cfg.model_dump(exclude={"layers", "alphas", "variational"}),
+            "cladec": _training_settings(params),
             "arch": arch,
             "layer": layer,
         },

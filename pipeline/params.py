@@ -291,6 +291,9 @@ class ClaDecParams(_Strict):
     min_delta: Annotated[float, Field(ge=0, lt=1)] = 0.005  # relative to the best loss
     batch_size: PositiveInt = 64
     lr: PositiveFloat = 2e-3
+    # images with a larger side skip every decoder stage, saying why (pipeline/skips.py:
+    # on a CPU a 224 px photo costs 9.5 s a decoder epoch); None: no limit
+    max_side: PositiveInt | None = 64
     variational: VariationalParams = VariationalParams()
 
 

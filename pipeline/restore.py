@@ -18,6 +18,7 @@ from pipeline.errors import PipelineError
 from pipeline.io import STORED_READ_ERRORS, corrupt_file_error
 from pipeline.models.archs import ImageClassifier, ImageShape, LayerEncoder, build_classifier
 from pipeline.models.generative_nets import CodeShape, ConvEncoder, GaussianHead, ImageDecoder
+from pipeline.skips import Skipped, stored_reason
 
 # torch's zip reader reports a cut-short file as RuntimeError; the weights-only
 # unpickler refuses pickled code with UnpicklingError
@@ -26,7 +27,8 @@ TORCH_READ_ERRORS = (*STORED_READ_ERRORS, RuntimeError)
 
 def _payload(path: str | Path, stage: str) -> dict[str, Any]:
     """A saved model's dict, loaded with `weights_only=True` (a file whose pickle would
-    run code is refused); a missing or corrupt file is a one-line PipelineError."""
+    run code is refused); a missing or corrupt file is a one-line PipelineError, the
+    marker of a skipped decoder stage `Skipped` with its reason."""
     path = Path(path)
     if not path.is_file():
         raise PipelineError(f"{path} not found: run the {stage} stage (`dvc repro {stage}`)")
@@ -34,6 +36,9 @@ def _payload(path: str | Path, stage: str) -> dict[str, Any]:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except TORCH_READ_ERRORS as exc:
         raise corrupt_file_error(path, exc, stage) from None
+    reason = stored_reason(payload)
+    if reason is not None:  # the stage skipped this model (stages/generative.py: skip)
+        raise Skipped(reason)
     if not isinstance(payload, dict) or not isinstance(payload.get("state_dict"), dict):
         raise corrupt_file_error(path, "no dict of weights under 'state_dict'", stage)
     return payload

@@ -14,6 +14,7 @@ from typing import Any
 from pipeline.cladec_table import qualitative_properties
 from pipeline.evaluate import RANDOM_BASELINE
 from pipeline.evaluate.protocol import FAITHFULNESS, sanity_word
+from pipeline.skips import stored_reason
 
 DIGITS = 4  # rounding: the intervals are wider than this
 ICE_KEYS = ("fidelity_reference", "relative_logit_error", "fidelity_agreement", "concepts")
@@ -67,7 +68,8 @@ def summarize(
 ) -> dict[str, Any]:
     """The summary from the contents of metrics/classifier.json, metrics/evaluate.json,
     the ClaDec and RefAE rows of metrics/generative/, and (when those parts ran)
-    metrics/explain/ice.json and metrics/explain/cladec_decodings.json."""
+    metrics/explain/ice.json and metrics/explain/cladec_decodings.json (left out when
+    skipped: pipeline/skips.py; `cladec_table.decoder_rows` leaves out skipped decoders)."""
     accuracy = float(classifier["test"]["accuracy"])
     methods = evaluate["methods"]
     summary: dict[str, Any] = {
@@ -79,9 +81,9 @@ def summarize(
     }
     if cladec_rows:
         summary["cladec"] = cladec_summary(cladec_rows, accuracy)
-    if ice:
+    if ice and stored_reason(ice) is None:  # a skipped part's metrics: its reason only
         summary["ice"] = {key: _round(ice[key]) for key in ICE_KEYS if key in ice}
-    if decodings:
+    if decodings and stored_reason(decodings) is None:
         summary["latent_grid"] = {
             key: _round(value) for key, value in decodings.items() if "latent_grid" in key
         }

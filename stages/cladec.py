@@ -1,5 +1,6 @@
 """DVC stages `cladec@<layer>-<alpha>` and `vcladec@<layer>`: a decoder of the frozen
-classifier's activations at one layer (variational with --variational).
+classifier's activations at one layer (variational with --variational); skipped, saying
+why in its outputs, when the images are larger than cladec.max_side (pipeline/skips.py).
 
 Under DVC the stage name says which layer and alpha (stages/dvc_item.py: no params value
 is ever part of a command); by hand, --layer and --alpha do."""
@@ -16,7 +17,7 @@ from pipeline.params import check_runtime, load_params
 from pipeline.tracking import stage_run
 from stages import paths
 from stages.dvc_item import dvc_member, dvc_names
-from stages.generative import finish
+from stages.generative import train_and_finish
 from stages.runner import run_stage
 
 
@@ -84,18 +85,25 @@ def main() -> None:
         "trainer": params.trainer.model_dump(),
     }
     with stage_run(stage, params.tracking.experiment, splits.dataset, logged) as run:
-        trained = train_cladec(
+        train_and_finish(
+            run,
+            name,
+            config,
+            params,
             splits,
             classifier,
-            layer,
-            alpha,
-            params,
-            paths.model_dir(name) / "checkpoints",
-            run.lightning_logger(),
-            latent_dim=extra.get("latent_dim"),
-            beta=extra.get("beta", 1.0),
+            lambda: train_cladec(
+                splits,
+                classifier,
+                layer,
+                alpha,
+                params,
+                paths.model_dir(name) / "checkpoints",
+                run.lightning_logger(),
+                latent_dim=extra.get("latent_dim"),
+                beta=extra.get("beta", 1.0),
+            ),
         )
-        finish(run, name, trained, splits, classifier, config)
 
 
 if __name__ == "__main__":

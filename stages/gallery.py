@@ -10,10 +10,12 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import numpy as np
 from matplotlib.figure import Figure
 
 from pipeline.console import progress
 from pipeline.data import Splits
+from pipeline.errors import PipelineError
 from pipeline.explain.registry import method_class
 from pipeline.explain.stored import StoredAttributions
 from pipeline.figures.gallery import (
@@ -27,9 +29,10 @@ from pipeline.figures.gallery import (
     MethodMaps,
     Walks,
 )
-from pipeline.io import atomic_path, read_npz, write_json
+from pipeline.io import atomic_path, write_json
 from pipeline.params import Params, load_params
 from pipeline.selection import Selection
+from pipeline.skips import read_stored
 from pipeline.tracking import stage_run
 from stages import paths
 from stages.runner import run_stage
@@ -55,9 +58,10 @@ def load_gallery(params: Params) -> Gallery:
     images = splits.x_test[selection.indices]
     methods = params.explain.methods
     stored = {m: StoredAttributions.load(paths.attribution_file(m)) for m in methods}
-    epochs = read_npz(paths.part_dir("across_epochs") / "maps.npz", "across_epochs")
-    decoded = read_npz(paths.part_dir("cladec_decodings") / "decoded.npz", "cladec_decodings")
-    walks = read_npz(paths.part_dir("vae_walks") / "walks.npz", "vae_walks")
+    skipped: dict[str, str] = {}
+    epochs = read_part("across_epochs", "maps", skipped)
+    decoded = read_part("cladec_decodings", "decoded", skipped)
+    walks = read_part("vae_walks", "walks", skipped)
     return Gallery(
         images,
         selection,
@@ -65,10 +69,25 @@ def load_gallery(params: Params) -> Gallery:
         lime=LimePros.from_stored(stored[LIME], params.explain.lime.features)
         if LIME in stored
         else None,
-        epochs=EpochMaps.from_stored(epochs, images, signed(str(epochs["method"]), params)),
-        decodings=Decodings.from_stored(decoded, images),
-        walks=Walks.from_stored(walks, splits.y_test),
+        epochs=None
+        if epochs is None
+        else EpochMaps.from_stored(epochs, images, signed(str(epochs["method"]), params)),
+        decodings=None if decoded is None else Decodings.from_stored(decoded, images),
+        walks=None if walks is None else Walks.from_stored(walks, splits.y_test),
+        skipped=skipped,
     )
+
+
+def read_part(part: str, stem: str, skipped: dict[str, str]) -> dict[str, np.ndarray] | None:
+    """An inside part's stored arrays (explanations/<part>/<stem>.npz), or None with its
+    reason put in `skipped` when the part was skipped (its rows are then left out)."""
+    stored = read_stored(paths.part_dir(part), part)
+    if isinstance(stored, str):
+        skipped[part] = stored
+        return None
+    if stem not in stored:
+        raise PipelineError(f"{paths.part_dir(part) / stem}.npz not found: run `dvc repro {part}`")
+    return stored[stem]
 
 
 def save_exact(fig: Figure, path: Path) -> Path:

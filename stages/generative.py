@@ -1,13 +1,17 @@
 """What every generative stage (vae, refvae, cladec, vcladec, refae) does once its model
 is trained: test-split metrics, export, curves per training epoch, the sample
-reconstructions the `generative_figures` stage draws, MLflow logging. Nothing here
-draws."""
+reconstructions the `generative_figures` stage draws, MLflow logging; or, for a decoder
+that would not scale to the images or does not apply to the model (pipeline/skips.py),
+the reason in every output dvc.yaml declares for it. Nothing here draws."""
 
 from __future__ import annotations
 
+import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 
 from pipeline.console import numbers
@@ -19,7 +23,9 @@ from pipeline.generative_training import (
     sample_reconstructions,
     save_module,
 )
-from pipeline.io import write_csv, write_json, write_npz
+from pipeline.io import write_csv, write_json, write_npz, write_torch
+from pipeline.params import Params
+from pipeline.skips import MARKER, Skipped, check_decoder_size, write_marker
 from pipeline.tracking import StageRun
 from stages import paths
 
@@ -39,6 +45,7 @@ def finish(
     """Write and log everything for model `name` (e.g. 'cladec/dense-0.5'); no gradients.
     `extra_metrics` (the VAE's ELBO terms) join the metrics file and MLflow."""
     slug = paths.model_slug(name)
+    (paths.model_dir(name) / "checkpoints" / MARKER).unlink(missing_ok=True)  # of a skipped run
     metrics = {
         **(extra_metrics or {}),
         **reconstruction_metrics(trained.decoded_test, splits.x_test, classifier, splits.y_test),
@@ -62,3 +69,44 @@ def finish(
         paths.model_dir(name),
     )
     return record
+
+
+def skip(run: StageRun, name: str, config: dict[str, Any], reason: str) -> None:
+    """Every output dvc.yaml declares for decoder `name`, holding the reason it was
+    skipped (DVC needs them all): the marker in its checkpoints folder, a model.pt of the
+    reason (loads with weights_only=True; pipeline/restore.py raises Skipped on it), the
+    metrics, a header-only curves CSV and a samples .npz with `skipped`."""
+    slug, folder = paths.model_slug(name), paths.model_dir(name)
+    write_marker(folder / "checkpoints", reason)
+    write_torch(folder / "model.pt", {"skipped": reason})
+    write_json(paths.GENERATIVE_METRICS / f"{slug}.json", {"skipped": reason, **config})
+    write_csv(paths.GENERATIVE_PLOTS / f"{slug}.csv", [], ["epoch", *HISTORY_KEYS])
+    write_npz(
+        paths.GENERATIVE_SAMPLES / f"{slug}.npz",
+        skipped=np.array(reason),
+        name=np.array(name),
+        config=np.array(json.dumps(config, sort_keys=True)),
+    )
+    run.log_artifact(folder / "checkpoints" / MARKER, "skipped")
+    log.info("%s skipped: %s", name.replace("/", "@", 1), reason)
+
+
+def train_and_finish(
+    run: StageRun,
+    name: str,
+    config: dict[str, Any],
+    params: Params,
+    splits: Splits,
+    classifier: Any,
+    train: Callable[[], Trained],
+) -> None:
+    """Train decoder `name` and finish() it; or, when its images are larger than
+    cladec.max_side or `train` finds it does not apply, skip() it before any training."""
+    try:
+        _, height, width = splits.image_shape
+        check_decoder_size(height, width, params.cladec.max_side, params.cladec.max_epochs)
+        trained = train()
+    except Skipped as skipped:
+        skip(run, name, config, str(skipped))
+        return
+    finish(run, name, trained, splits, classifier, config)

@@ -9,6 +9,10 @@ their stages stored (restyling retrains nothing):
   FAILS, from the metrics; the classifier's accuracy from metrics/classifier.json), and
   the alpha trade-off figure.
 
+A decoder whose stage was skipped (pipeline/skips.py) is left out of both and named with
+its reason: under the table, and in reports/figures/generative/skipped.json for the
+report; with no ClaDec or RefAE left the table is that reason alone.
+
 One process for both: starting a stage costs more than either drawing."""
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from pipeline.cladec_table import (
     COLUMNS,
     Property,
     cladec_markdown,
+    decoder_rows,
     qualitative_properties,
     with_reference,
 )
@@ -29,6 +34,7 @@ from pipeline.figures.common import save_figure
 from pipeline.figures.reconstructions import plot_stored_reconstructions
 from pipeline.io import read_npz, write_csv, write_text
 from pipeline.params import load_params
+from pipeline.skips import MARKER, skipped_together, stored_reason, write_marker
 from pipeline.tracking import StageRun, stage_run
 from stages import paths
 from stages.runner import run_stage
@@ -36,19 +42,21 @@ from stages.runner import run_stage
 log = logging.getLogger("stages.generative_figures")
 
 
-def cladec_rows() -> list[dict]:
-    """Every ClaDec decoder's and RefAE's metrics, by layer, RefAE last, by alpha."""
-    rows = []
-    for file in sorted(paths.GENERATIVE_METRICS.glob("*.json")):
-        record = json.loads(file.read_text())
-        if record.get("kind") in ("cladec", "refae"):
-            rows.append(record)
-    if not rows:
+def cladec_rows() -> tuple[list[dict], dict[str, str]]:
+    """Every ClaDec decoder's and RefAE's metrics, by layer, RefAE last, by alpha; and
+    {stage: reason} of every generative stage that was skipped (pipeline/skips.py)."""
+    records = {
+        file.stem.replace("_", "@", 1): json.loads(file.read_text())
+        for file in sorted(paths.GENERATIVE_METRICS.glob("*.json"))
+    }
+    rows, skipped = decoder_rows(records)
+    if not rows and not skipped:
         raise PipelineError(
             f"no ClaDec or RefAE metrics in {paths.GENERATIVE_METRICS}: "
             "run the cladec and refae stages first"
         )
-    return sorted(rows, key=lambda r: (r["layer"], r["kind"] == "refae", r["alpha"] or 0.0))
+    rows = sorted(rows, key=lambda r: (r["layer"], r["kind"] == "refae", r["alpha"] or 0.0))
+    return rows, skipped
 
 
 def classifier_accuracy() -> float | None:
@@ -60,14 +68,18 @@ def classifier_accuracy() -> float | None:
     return float(json.loads(paths.CLASSIFIER_METRICS.read_text())["test"]["accuracy"])
 
 
-def write_cladec_table(rows: list[dict], run: StageRun) -> list[Property]:
-    """The CSV and Markdown ClaDec tables, the trade-off figure; returns the properties."""
+def write_cladec_table(rows: list[dict], skipped: dict[str, str], run: StageRun) -> list[Property]:
+    """The CSV and Markdown ClaDec tables, the trade-off figure; returns the properties.
+    The decoders `skipped` are named with their reason (with none trained, the reason
+    alone, and a header-only CSV)."""
     rows = [with_reference(r) for r in rows]
     write_csv(paths.CLADEC_TABLE, rows, COLUMNS)
-    properties = qualitative_properties(rows, classifier_accuracy())
-    write_text(paths.CLADEC_TABLE_MD, cladec_markdown(rows, properties))
+    properties = qualitative_properties(rows, classifier_accuracy()) if rows else []
+    write_text(paths.CLADEC_TABLE_MD, cladec_markdown(rows, properties, skipped))
     save_figure(
-        plot_alpha_tradeoff(rows, "ClaDec: what the decoders keep, by alpha"),
+        plot_alpha_tradeoff(
+            rows, "ClaDec: what the decoders keep, by alpha", skipped_together(skipped)
+        ),
         paths.CLADEC_ALPHA_FIG,
     )
     for path in (paths.CLADEC_TABLE, paths.CLADEC_TABLE_MD):
@@ -86,16 +98,24 @@ def main() -> None:
             f"no stored reconstructions in {paths.GENERATIVE_SAMPLES}: run the vae, cladec "
             "and refae stages first (`dvc repro generative_figures` runs them)"
         )
-    rows = cladec_rows()  # every input checked before any work
-    stored = {file.stem: read_npz(file) for file in files}
-    dataset = str(next(iter(stored.values()))["dataset"])
+    rows, skipped = cladec_rows()  # every input checked before any work
+    samples = {file.stem: read_npz(file) for file in files}
+    stored = {slug: z for slug, z in samples.items() if stored_reason(z) is None}
+    dataset = str(next(iter(stored.values()))["dataset"]) if stored else params.data.dataset
     with stage_run("generative_figures", params.tracking.experiment, dataset, {}) as run:
+        for slug in samples.keys() - stored.keys():  # skipped: no figure (of a hand run either)
+            (paths.GENERATIVE_FIGURES / f"{slug}.png").unlink(missing_ok=True)
         for slug, arrays in stored.items():
             path = save_figure(
                 plot_stored_reconstructions(arrays), paths.GENERATIVE_FIGURES / f"{slug}.png"
             )
             run.log_artifact(path, "figures")
-        properties = write_cladec_table(rows, run)
+        if skipped:  # the report's reconstructions section shows it
+            write_marker(paths.GENERATIVE_FIGURES, skipped_together(skipped))
+            log.info("skipped: %s", skipped_together(skipped))
+        else:
+            (paths.GENERATIVE_FIGURES / MARKER).unlink(missing_ok=True)  # of an earlier run
+        properties = write_cladec_table(rows, skipped, run)
         run.log_metrics(
             {
                 "models": len(stored),

@@ -11,12 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.console import progress
-from pipeline.errors import PipelineError
 from pipeline.explain.registry import part_class
 from pipeline.figures.common import save_figure
-from pipeline.io import atomic_path, read_npz, write_text
+from pipeline.io import atomic_path, write_text
 from pipeline.params import INSIDE_PARTS, load_params
-from pipeline.skips import read_marker, write_marker
+from pipeline.skips import MARKER, read_stored, write_marker
 from pipeline.tracking import stage_run
 from stages import paths
 from stages.runner import run_stage
@@ -30,15 +29,7 @@ TEXT_SUFFIXES = (".html", ".csv")  # drawings that are text; .png are Figures, .
 def load_stored(part: str) -> dict[str, dict[str, Any]] | str:
     """{file stem: {key: array}} of every .npz the part's compute stage wrote, or the
     reason it gave for skipping the part."""
-    folder = paths.part_dir(part)
-    reason = read_marker(folder)
-    if reason is not None:
-        return reason
-    files = sorted(folder.glob("*.npz")) if folder.is_dir() else []
-    if not files:
-        raise PipelineError(f"{folder}/ holds no arrays: run `dvc repro {part}` first")
-    # a cut-short or overwritten file: one line naming it and `dvc repro -f <part>`
-    return {path.stem: read_npz(path, stage=part) for path in files}
+    return read_stored(paths.part_dir(part), part)
 
 
 def save_drawing(name: str, drawing: Any, folder: Path) -> Path:
@@ -68,9 +59,13 @@ def main(parts: tuple[str, ...] = INSIDE_PARTS) -> None:
             p = getattr(params.inside, part)
             out = paths.part_figures(part)
             if isinstance(stored[part], str):  # skipped: the reason, for the report
+                for old in out.iterdir() if out.is_dir() else []:  # drawings of a hand run
+                    if old.is_file():
+                        old.unlink()
                 write_marker(out, stored[part])
                 log.info("%s: skipped (%s)", part, stored[part])
                 continue
+            (out / MARKER).unlink(missing_ok=True)  # of an earlier run that skipped it
             written = [
                 save_drawing(name, drawing, out)
                 for name, drawing in part_class(part)().draw(stored[part], p).items()

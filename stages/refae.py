@@ -1,5 +1,7 @@
 """DVC stage `refae@<layer>`: the reference autoencoder for a layer (same architecture
-up to the layer, fresh weights, same decoder, reconstruction only)."""
+up to the layer, fresh weights, same decoder, reconstruction only); skipped, saying why
+in its outputs, for images larger than cladec.max_side and for a TorchScript classifier
+(whose architecture Python cannot copy)."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from pipeline.params import check_runtime, load_params
 from pipeline.tracking import stage_run
 from stages import paths
 from stages.dvc_item import dvc_member
-from stages.generative import finish
+from stages.generative import train_and_finish
 from stages.runner import run_stage
 
 
@@ -40,16 +42,22 @@ def main() -> None:
     with stage_run(
         f"refae@{args.layer}", params.tracking.experiment, splits.dataset, logged
     ) as run:
-        trained = train_refae(
+        train_and_finish(
+            run,
+            name,
+            {"kind": "refae", "layer": args.layer, "alpha": None},
+            params,
             splits,
             classifier,
-            args.layer,
-            params,
-            paths.model_dir(name) / "checkpoints",
-            run.lightning_logger(),
+            lambda: train_refae(
+                splits,
+                classifier,
+                args.layer,
+                params,
+                paths.model_dir(name) / "checkpoints",
+                run.lightning_logger(),
+            ),
         )
-        config = {"kind": "refae", "layer": args.layer, "alpha": None}
-        finish(run, name, trained, splits, classifier, config)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from pipeline.cladec_table import decoder_rows
 from pipeline.io import read_json, write_json
 from pipeline.params import load_params
 from pipeline.summary import summarize
@@ -27,11 +28,12 @@ def main() -> None:
     params = load_params()
     classifier = _read(paths.CLASSIFIER_METRICS, "classifier")
     evaluate = _read(paths.EVALUATE_METRICS, "evaluate")
-    rows = [
-        record
-        for file in sorted(paths.GENERATIVE_METRICS.glob("*.json"))
-        if (record := json.loads(file.read_text())).get("kind") in ("cladec", "refae")
-    ]
+    rows, _ = decoder_rows(  # the decoders whose stages were skipped are left out
+        {
+            file.stem: json.loads(file.read_text())
+            for file in sorted(paths.GENERATIVE_METRICS.glob("*.json"))
+        }
+    )
     ice = _read(paths.part_metrics("ice"), "ice", required=False)
     decodings = _read(paths.part_metrics("cladec_decodings"), "cladec_decodings", False)
     with stage_run("summary", params.tracking.experiment, params.data.dataset, {}) as run:

@@ -4,6 +4,7 @@ numbers (`pipeline/cladec_table.py`) as grey crosses."""
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from typing import Any
 
@@ -11,6 +12,7 @@ import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
 from pipeline.cladec_table import REFERENCE
+from pipeline.figures.common import message_figure
 
 PANELS = (
     ("mse_per_pixel", "reconstruction MSE per pixel"),
@@ -31,11 +33,14 @@ def _reference_points(layer: str, column: int) -> list[tuple[float, float]]:
     )
 
 
-def plot_alpha_tradeoff(rows: Sequence[dict[str, Any]], title: str) -> Figure:
+def plot_alpha_tradeoff(rows: Sequence[dict[str, Any]], title: str, skipped: str = "") -> Figure:
     """rows: one per model with kind ('cladec'/'refae'), layer, alpha and the metrics.
     The alphas are evenly spaced on the x axis (0, 0.01, 0.5, 0.99, 0.999 crowd together
     on any continuous scale); the reference's dense-layer numbers are drawn at the alphas
-    this run has."""
+    this run has. No rows (every decoder's stage skipped): the `skipped` reason instead,
+    as the stage's declared output must exist."""
+    if not rows:
+        return message_figure(textwrap.fill(f"Skipped: {skipped}", 100), title)
     fig, axes = plt.subplots(1, len(PANELS), figsize=(4.2 * len(PANELS), 3.8))
     layers = sorted({r["layer"] for r in rows})
     alphas = sorted({r["alpha"] for r in rows if r["kind"] == "cladec"})

@@ -11,6 +11,9 @@ Rows, each left out when the image is not covered by that part:
 - the VAE latent walk the image belongs to (it is one of the walk's ends, or the walk
   joins its true class and the class it was taken for).
 
+A part that was skipped (pipeline/skips.py), or a decoder whose stage was, leaves its
+rows or panels out; the caption and the note under the title say so.
+
 One colour convention throughout, the attribution figures' own (`heat_panel`): signed
 maps diverging and centred at 0 with symmetric limits, non-negative ones sequential,
 each map scaled by its largest |value|, one colour bar per kind shown. Panels are
@@ -56,6 +59,11 @@ RED = (0.85, 0.1, 0.1)
 COLOUR_BARS = {  # kind -> (limits, colour map, label): limits symmetric for signed maps
     "signed": ((-1.0, 1.0), SIGNED_CMAP, "signed: value / the map's largest |value|"),
     "unsigned": ((0.0, 1.0), POSITIVE_CMAP, "unsigned: value / the map's largest value"),
+}
+PART_ROWS = {  # an inside part the gallery draws -> its rows, in words
+    "across_epochs": "the maps across epochs",
+    "cladec_decodings": "the ClaDec decodings",
+    "vae_walks": "the latent walks",
 }
 TITLE = "Per-image gallery: every explanation of one selected test image side by side"
 HOW_TO_READ = (
@@ -161,7 +169,12 @@ class Decodings:
     @property
     def count(self) -> int:
         """How many images the part decoded."""
-        return len(self.arrays[f"{self.layers[0]}/refae"]) if self.layers else 0
+        return len(self.arrays["originals"])
+
+    @property
+    def skipped(self) -> list[str]:
+        """The decoders whose stages were skipped (their panels are left out)."""
+        return [str(name) for name in self.arrays.get("skipped", [])]
 
     @classmethod
     def from_stored(cls, z: dict[str, np.ndarray], images: np.ndarray) -> Decodings:
@@ -254,6 +267,7 @@ class Gallery:
     epochs: EpochMaps | None = None
     decodings: Decodings | None = None
     walks: Walks | None = None
+    skipped: dict[str, str] = field(default_factory=dict)  # part -> why (pipeline/skips.py)
     names: list[str] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -318,10 +332,13 @@ class Gallery:
             return []
         k, rows = d.rows[r], []
         for layer in d.layers:
-            panels = [Panel(_picture(d.arrays[f"{layer}/refae"][k]), "RefAE")]
-            panels += [
-                Panel(_picture(d.arrays[f"{layer}/{a}"][k]), f"ClaDec\nα={a:g}") for a in d.alphas
+            named = [("RefAE", f"{layer}/refae")]
+            named += [(f"ClaDec\nα={a:g}", f"{layer}/{a}") for a in d.alphas]
+            panels = [
+                Panel(_picture(d.arrays[key][k]), top) for top, key in named if key in d.arrays
             ]
+            if not panels:  # every decoder of the layer was skipped
+                continue
             rows.append(
                 Row(
                     f"cladec_{layer}",
@@ -379,6 +396,8 @@ class Gallery:
             out.append(f"not among the {_images(self.epochs.maps.shape[1])} followed across epochs")
         if self.decodings is not None and not any(k.startswith("cladec_") for k in shown):
             out.append(f"not among the {_images(self.decodings.count)} ClaDec decodes")
+        if self.decodings is not None and self.decodings.skipped:
+            out.append(f"{', '.join(self.decodings.skipped)} skipped")
         if self.walks is not None and "latent_walk" not in shown:
             s = self.selection
             joins = (
@@ -387,6 +406,7 @@ class Gallery:
                 else ""
             )
             out.append(f"no latent walk starts or ends at it{joins}")
+        out += [f"{PART_ROWS[part]} skipped ({part})" for part in self.skipped]
         return out
 
     # ------------------------------------------------------------------ the outputs

@@ -61,7 +61,8 @@ Part = Callable[["ReportInputs"], str]
 class Section:
     """A section of the page: anchor, navigation label, title, how to read it, what it
     shows (parts, in order) and the stage to run when it has nothing to show; `part`: the
-    inside part whose skip reason (pipeline/skips.py) it shows instead."""
+    inside part (or `generative`: the decoders) whose skip reason (pipeline/skips.py) it
+    shows first, or instead."""
 
     anchor: str
     label: str
@@ -306,6 +307,7 @@ SECTIONS = (
         "latent plane, each cell labelled with the classifier's class.",
         (images("figures/generative/*.png", "figures/cladec_decodings/*.png"),),
         "generative_figures",
+        part="generative",  # the decoders skipped (generative_figures writes why)
     ),
     Section(
         "ice",
@@ -396,11 +398,13 @@ def _guide(section: Section, inputs: ReportInputs) -> str:
 
 
 def _body(section: Section, inputs: ReportInputs) -> str:
-    """A section's parts, or a line saying which stage to run when all are empty."""
+    """A section's parts, or a line saying which stage to run when all are empty; the
+    reason its part was skipped first (the generative section: the decoders skipped
+    beside the models that ran)."""
     shown = [html_ for part in section.parts if (html_ := part(inputs)).strip()]
+    if section.part in inputs.skipped:
+        shown.insert(0, h.missing(f"Skipped: {inputs.skipped[section.part]}"))
     if not shown:
-        if section.part in inputs.skipped:
-            return h.missing(f"Skipped: {inputs.skipped[section.part]}")
         return h.missing(f"Nothing to show: run `dvc repro {section.stage}` first.")
     return "\n".join(shown)
 

@@ -18,6 +18,7 @@ import numpy as np
 from pydantic import Field
 
 from pipeline.explain.base import Computed, InsidePart, MethodParams
+from pipeline.skips import Skipped, skipped_together
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -78,6 +79,19 @@ def grid_title(name: str, probabilities: np.ndarray, classes: int) -> str:
     )
 
 
+def _present(loads: dict[Any, tuple[Any, ...]], skipped: dict[str, str]) -> dict[Any, Any]:
+    """{key: load(*args)} for every `key: (load, stage, *args)` whose stage trained a
+    model; the reason of each one its stage skipped goes into `skipped` under the stage's
+    name (its rows are left out; the other decoders still draw)."""
+    found = {}
+    for key, (load, stage, *args) in loads.items():
+        try:
+            found[key] = load(*args)
+        except Skipped as why:
+            skipped[stage] = str(why)
+    return found
+
+
 class CladecDecodings(InsidePart):
     name = "cladec_decodings"
     Params = CladecDecodingsParams
@@ -93,7 +107,10 @@ class CladecDecodings(InsidePart):
         the classifier gives every cell (`.../predicted`) and its probabilities
         (`.../probabilities`). Metrics: per layer and alpha, the share of decodings the
         classifier puts in the class it gave the original; per grid, `grid_scores` as
-        `<grid>/latent_grid.classes_present` and `.../latent_grid.mean_confidence`."""
+        `<grid>/latent_grid.classes_present` and `.../latent_grid.mean_confidence`. A
+        decoder whose stage was skipped (pipeline/skips.py) leaves its arrays out, named
+        with the reason in `skipped` / `skipped_reasons`; with every one skipped the part
+        is skipped."""
         import torch
 
         from pipeline.inference import as_float_images, batched, layer_codes
@@ -114,24 +131,52 @@ class CladecDecodings(InsidePart):
         points, axis = latent_grid(p.grid)
         arrays["grid_axis"] = axis
         grids = variational.layers if variational.latent_dim == 2 else []
+        skipped: dict[str, str] = {}  # stage -> why it trained no decoder
         with torch.inference_mode():
             # every model loaded before any decoding: a missing one stops the stage at once
             codes = {layer: layer_codes(net, layer, originals) for layer in layers}
             shapes = {layer: tuple(c.shape[1:]) for layer, c in codes.items()}
-            refaes = {layer: inputs.refae(layer, shapes[layer]) for layer in layers}
-            decoders = {
-                (layer, alpha): inputs.cladec_decoder(layer, alpha, shapes[layer])
-                for layer in layers
-                for alpha in alphas
-            }
-            latent = {
-                layer: inputs.vcladec_decoder(layer, variational.latent_dim) for layer in grids
-            }
-            refvae = inputs.refvae if grids else None
+            refaes = _present(
+                {layer: (inputs.refae, f"refae@{layer}", layer, shapes[layer]) for layer in layers},
+                skipped,
+            )
+            decoders = _present(
+                {
+                    (layer, alpha): (
+                        inputs.cladec_decoder,
+                        f"cladec@{layer}-{alpha}",
+                        layer,
+                        alpha,
+                        shapes[layer],
+                    )
+                    for layer in layers
+                    for alpha in alphas
+                },
+                skipped,
+            )
+            latent = _present(
+                {
+                    layer: (
+                        inputs.vcladec_decoder,
+                        f"vcladec@{layer}",
+                        layer,
+                        variational.latent_dim,
+                    )
+                    for layer in grids
+                },
+                skipped,
+            )
+            if not (refaes or decoders or latent):
+                raise Skipped(f"every decoder it draws was skipped ({skipped_together(skipped)})")
+            if skipped:  # the rows it could not draw, for the figures and the gallery
+                arrays["skipped"] = np.array(list(skipped))
+                arrays["skipped_reasons"] = np.array(list(skipped.values()))
+            refvae = inputs.refvae if latent else None
             images = as_float_images(originals)
             for layer in layers:
-                arrays[f"{layer}/refae"] = batched(refaes[layer], images).numpy()
-                for alpha in alphas:
+                if layer in refaes:
+                    arrays[f"{layer}/refae"] = batched(refaes[layer], images).numpy()
+                for alpha in [a for a in alphas if (layer, a) in decoders]:
                     decoded = batched(decoders[layer, alpha], codes[layer])
                     arrays[f"{layer}/{alpha}"] = decoded.numpy()
                     agrees = batched(net, decoded).argmax(1).numpy() == selection.predicted[rows]
@@ -155,22 +200,32 @@ class CladecDecodings(InsidePart):
     def draw(
         self, stored: dict[str, dict[str, np.ndarray]], p: CladecDecodingsParams
     ) -> dict[str, Any]:  # type: ignore[override]
-        """`<layer>.png` per layer; `latent_grids.png` when the variational ClaDec has a
-        2-D latent."""
+        """`<layer>.png` per layer with a decoder (the title names the skipped ones);
+        `latent_grids.png` when the variational ClaDec has a 2-D latent."""
         from pipeline.figures.cladec_decodings import plot_cladec_rows, plot_latent_grids
 
         z = stored["decoded"]
         names = [str(n) for n in z["class_names"]]
         figures: dict[str, Any] = {}
+        skipped = [str(name) for name in z.get("skipped", [])]
         for layer in z["layers"]:
-            columns = [("RefAE", z[f"{layer}/refae"])]
-            columns += [(f"ClaDec α={a:g}", z[f"{layer}/{a}"]) for a in z["alphas"]]
+            named = [("RefAE", f"{layer}/refae")]
+            named += [(f"ClaDec α={a:g}", f"{layer}/{a}") for a in z["alphas"]]
+            columns = [(name, z[key]) for name, key in named if key in z]
+            if not columns:  # every decoder of the layer was skipped
+                continue
+            left_out = [
+                name
+                for name in skipped
+                if name == f"refae@{layer}" or name.startswith(f"cladec@{layer}-")
+            ]
+            note = f"\n(not drawn, their stages skipped: {', '.join(left_out)})" if left_out else ""
             figures[f"{layer}.png"] = plot_cladec_rows(
                 z["originals"],
                 columns,
                 list(z["captions"]),
                 f"ClaDec explanations of layer {layer}: what the layer keeps of each image, "
-                "against the reference autoencoder",
+                f"against the reference autoencoder{note}",
             )
         keys = sorted(k for k in z if k.startswith("vcladec/") and k.count("/") == 1)
         named = [(f"variational ClaDec ({key.split('/')[1]})", key) for key in keys]
