@@ -17,6 +17,7 @@ import torch
 import yaml
 from torch import nn
 
+from pipeline.explain.parts import vae_walks
 from pipeline.explain.parts.across_epochs import distance_to_final
 from pipeline.explain.parts.cladec_decodings import latent_grid
 from pipeline.explain.registry import inside_parts, part_class
@@ -25,6 +26,7 @@ from pipeline.io import read_npz, write_npz
 from pipeline.models.archs import build_classifier
 from pipeline.params import Params
 from pipeline.selection import Selection, select_instances
+from pipeline.skips import Skipped
 from stages.inside import Inputs, declared_params
 from stages.inside_figures import save_drawing
 
@@ -299,3 +301,44 @@ def test_latent_grid_rows_run_from_the_top_of_the_plane() -> None:
     assert axis.tolist() == [-1.0, 0.0, 1.0]
     assert points[:3].tolist() == [[-1.0, 1.0], [0.0, 1.0], [1.0, 1.0]]
     assert points[-1].tolist() == [1.0, -1.0]
+
+
+class CollapsedVAE(TinyVAE):
+    """A VAE that learned one picture: every latent decodes to the same grey image."""
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        return torch.full((len(latents), 1, 16, 16), 0.48)
+
+
+class IdentityVAE(TinyVAE):
+    """A perfect VAE: its latent is the image, its decoding the image again."""
+
+    def encode_mean(self, images: torch.Tensor) -> torch.Tensor:
+        return images
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        return latents
+
+
+def test_the_spread_of_decodings_is_a_share_of_the_images_spread():
+    images = np.random.default_rng(0).random((20, 1, 4, 4))
+    assert vae_walks.decoded_spread(images, images) == pytest.approx(1.0)
+    assert vae_walks.decoded_spread(images, images * 0.5) == pytest.approx(0.5)
+    assert vae_walks.decoded_spread(images, np.zeros_like(images)) == 0.0
+
+
+def test_walks_of_a_vae_that_decodes_one_picture_are_skipped_with_the_reason(tiny_splits):
+    """The 224 px photo VAE did this (decodings 0.07% as varied as the images): its walks
+    would show one grey picture at every step."""
+    inputs = TinyInputs(tiny_splits, {})
+    p = part_class("vae_walks").Params(steps=4, pairs_per_class_pair=1)
+    inputs.__dict__["vae"] = CollapsedVAE(4)
+    with pytest.raises(
+        Skipped,
+        match=r"decodes \d+ different test images to nearly one picture "
+        r"\(their decodings vary 0\.00% as much as the images, under the 5%",
+    ):
+        part_class("vae_walks")().compute(inputs, p)
+    inputs.__dict__["vae"] = IdentityVAE(4)
+    walks = part_class("vae_walks")().compute(inputs, p).arrays["walks"]  # no Skipped
+    assert list(walks["class_names"]) == list(tiny_splits.class_names)

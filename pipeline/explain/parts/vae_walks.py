@@ -107,6 +107,35 @@ def walk_metrics(walks: list[Walk]) -> dict[str, float]:
     }
 
 
+# a VAE whose decodings of different images vary less than this share of the images'
+# own variation has learned about one picture (posterior collapse, or too little training
+# for its image size): its walks would show that picture at every step
+MIN_DECODED_SPREAD = 0.05
+SPREAD_IMAGES = 64  # test images the check decodes
+
+
+def decoded_spread(originals: np.ndarray, decoded: np.ndarray) -> float:
+    """How much the VAE's decodings of different images differ, as a share of how much
+    the images differ: mean per-pixel standard deviation across images, decoded over
+    original (1: as varied as the images, 0: one picture for all)."""
+    spread = float(np.asarray(originals, np.float64).std(0).mean())
+    return float(np.asarray(decoded, np.float64).std(0).mean()) / spread if spread else 1.0
+
+
+def check_decodings_vary(originals: np.ndarray, decoded: np.ndarray) -> None:
+    """Raise Skipped when the VAE decodes every image to nearly the same picture."""
+    from pipeline.skips import Skipped
+
+    share = decoded_spread(originals, decoded)
+    if share < MIN_DECODED_SPREAD:
+        raise Skipped(
+            f"the VAE decodes {len(decoded)} different test images to nearly one picture "
+            f"(their decodings vary {share:.2%} as much as the images, under the "
+            f"{MIN_DECODED_SPREAD:.0%} a walk needs): every step of a walk would show it; "
+            "train the VAE longer (vae.epochs) or on smaller images (data.image_size)"
+        )
+
+
 class VaeWalks(InsidePart):
     name = "vae_walks"
     Params = VaeWalksParams
@@ -128,6 +157,8 @@ class VaeWalks(InsidePart):
         correct = predict_proba(net, splits.x_test).argmax(1) == splits.y_test
         walks, titles, ends = [], [], []
         with torch.inference_mode():
+            sample = as_float_images(splits.x_test[:SPREAD_IMAGES])
+            check_decodings_vary(sample.numpy(), vae.decode(vae.encode_mean(sample)).numpy())
             for a, b in pairs:
                 from_a = np.flatnonzero(correct & (splits.y_test == a))
                 from_b = np.flatnonzero(correct & (splits.y_test == b))
