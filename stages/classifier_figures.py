@@ -1,6 +1,8 @@
 """DVC stage `classifier_figures`: the classifier's learning curves (from
 plots/classifier/history.csv) and test confusion matrix (from
-metrics/classifier_confusion.json); restyling them retrains nothing."""
+metrics/classifier_confusion.json; when the dataset's classes are not the model's, the
+model's most predicted classes from metrics/classifier.json instead); restyling them
+retrains nothing."""
 
 from __future__ import annotations
 
@@ -8,7 +10,11 @@ import json
 import logging
 
 from pipeline.figures.common import save_figure
-from pipeline.figures.training import plot_confusion_matrix, plot_training_curves
+from pipeline.figures.training import (
+    plot_confusion_matrix,
+    plot_predicted_classes,
+    plot_training_curves,
+)
 from pipeline.io import read_csv
 from pipeline.params import load_params
 from pipeline.tracking import stage_run
@@ -27,12 +33,14 @@ def main() -> None:
         "classifier_figures", params.tracking.experiment, params.data.dataset, {}
     ) as run:
         save_figure(plot_training_curves(history, title), paths.CLASSIFIER_CURVES_FIG)
-        save_figure(
-            plot_confusion_matrix(
+        if confusion["matrix"] is None:  # no labels in the model's classes (classifier.py)
+            test = json.loads(require(paths.CLASSIFIER_METRICS, "classifier").read_text())["test"]
+            figure = plot_predicted_classes(test["most_predicted"], test["note"], title)
+        else:
+            figure = plot_confusion_matrix(
                 confusion["matrix"], confusion["classes"], f"Test confusion matrix, {title}"
-            ),
-            paths.CLASSIFIER_CONFUSION_FIG,
-        )
+            )
+        save_figure(figure, paths.CLASSIFIER_CONFUSION_FIG)
         for path in (paths.CLASSIFIER_CURVES_FIG, paths.CLASSIFIER_CONFUSION_FIG):
             run.log_artifact(path, "figures")
     log.info("-> %s, %s", paths.CLASSIFIER_CURVES_FIG, paths.CLASSIFIER_CONFUSION_FIG)

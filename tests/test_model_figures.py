@@ -137,3 +137,33 @@ def test_figure_stages_without_their_inputs_say_what_to_run(tmp_path):
         assert result.returncode == 2
         assert message in result.stderr, result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
+
+
+def test_a_model_explained_as_it_is_gets_its_predicted_classes_not_a_matrix(tmp_path):
+    """An ImageNet model on a folder of other classes has no confusion matrix (the
+    classifier stage stores None and the most predicted classes): the stage draws those
+    counts, with the reason, and says there were no training epochs."""
+    write_params(tmp_path)
+    write_csv(tmp_path / "plots/classifier/history.csv", [], ["epoch", "train_loss"])
+    write_json(tmp_path / "metrics/classifier_confusion.json", {"classes": ["x"], "matrix": None})
+    note = "the dataset's classes are not among the model's: no accuracy"
+    write_json(
+        tmp_path / "metrics/classifier.json",
+        {"test": {"note": note, "most_predicted": {"photocopier": 12, "tench": 4}}},
+    )
+    result = run_stage("classifier_figures", tmp_path)
+    assert result.returncode == 0, result.stderr
+    for png in ("classifier_curves.png", "classifier_confusion.png"):
+        assert (tmp_path / "reports/figures" / png).stat().st_size > 2000, png
+
+
+def test_the_predicted_classes_figure_draws_the_counts_most_predicted_on_top():
+    from pipeline.figures.training import plot_predicted_classes, plot_training_curves
+
+    fig = plot_predicted_classes({"photocopier": 12, "tench": 4}, "why", "resnet50 on photos")
+    bars = fig.axes[0].patches
+    assert [b.get_width() for b in bars] == [4, 12]  # barh draws bottom-up
+    labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    assert labels == ["tench", "photocopier"]
+    assert "no confusion matrix: why" in fig.axes[0].get_title()
+    assert "no training epochs" in plot_training_curves([], "m")._suptitle.get_text()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -14,6 +14,11 @@ def plot_training_curves(history: Sequence[dict[str, float]], title: str) -> Fig
     """Loss and accuracy per training epoch, train against validation (rows as in
     plots/classifier/history.csv: `epoch`, `train_loss`, `val_acc`, ...)."""
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.8))
+    if not history:  # a model explained as it is (classifier.train: false)
+        for ax in (ax_loss, ax_acc):
+            ax.set_axis_off()
+        fig.suptitle(f"{title}: no training epochs (the weights explained as they are)")
+        return fig
     epochs = [row["epoch"] for row in history]
     for ax, metric, label in ((ax_loss, "loss", "cross-entropy loss"), (ax_acc, "acc", "accuracy")):
         for split, style in (("train", "-o"), ("val", "-s")):
@@ -60,5 +65,21 @@ def plot_confusion_matrix(
                 )
     accuracy = np.trace(counts) / max(counts.sum(), 1)
     ax.set_title(f"{title}\naccuracy {accuracy:.3f} on {counts.sum()} test images")
+    fig.tight_layout()
+    return fig
+
+
+def plot_predicted_classes(most_predicted: Mapping[str, int], why: str, title: str) -> Figure:
+    """In place of the confusion matrix when the dataset's classes are not the model's
+    (an ImageNet model on a folder of other classes, or no labels): how many test images
+    the model put in each of its most predicted classes."""
+    names = list(most_predicted)[::-1]  # the most predicted on top
+    counts = [most_predicted[n] for n in names]
+    fig, ax = plt.subplots(figsize=(7, max(2.5, 0.35 * len(names) + 1.5)))
+    ax.barh(names, counts, color="tab:blue")
+    ax.set_xlabel("test images predicted as the class")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_title(f"{title}\nno confusion matrix: {why}; the model's most predicted classes")
     fig.tight_layout()
     return fig
