@@ -37,7 +37,7 @@ from pipeline.params import load_params
 from pipeline.skips import MARKER, skipped_together, stored_reason, write_marker
 from pipeline.tracking import StageRun, stage_run
 from stages import paths
-from stages.runner import run_stage
+from stages.runner import require, run_stage
 
 log = logging.getLogger("stages.generative_figures")
 
@@ -99,6 +99,10 @@ def main() -> None:
             "and refae stages first (`dvc repro generative_figures` runs them)"
         )
     rows, skipped = cladec_rows()  # every input checked before any work
+    # the classifier's own class names, for its predictions on the decodings (ImageNet's
+    # for a model explained as it is on a folder of other classes)
+    confusion = require(paths.CLASSIFIER_CONFUSION, "classifier").read_text()
+    model_classes = [str(name) for name in json.loads(confusion)["classes"]]
     samples = {file.stem: read_npz(file) for file in files}
     stored = {slug: z for slug, z in samples.items() if stored_reason(z) is None}
     dataset = str(next(iter(stored.values()))["dataset"]) if stored else params.data.dataset
@@ -107,7 +111,8 @@ def main() -> None:
             (paths.GENERATIVE_FIGURES / f"{slug}.png").unlink(missing_ok=True)
         for slug, arrays in stored.items():
             path = save_figure(
-                plot_stored_reconstructions(arrays), paths.GENERATIVE_FIGURES / f"{slug}.png"
+                plot_stored_reconstructions(arrays, model_classes),
+                paths.GENERATIVE_FIGURES / f"{slug}.png",
             )
             run.log_artifact(path, "figures")
         if skipped:  # the report's reconstructions section shows it

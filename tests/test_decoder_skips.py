@@ -281,6 +281,7 @@ def test_generative_figures_leave_skipped_decoders_out_and_say_why(tmp_path, mon
         **stored_reconstructions("vae", {"kind": "vae", "latent_dim": 4, "beta": 1.0}),
     )
     write_json(tmp_path / "metrics/generative/vae.json", {"kind": "vae", "test_elbo": -3.0})
+    write_json(tmp_path / "metrics/classifier_confusion.json", {"classes": ["a", "b", "c"]})
     names = ["cladec/dense-0.5", "refae/dense"]
     _skipped_decoders(tmp_path, monkeypatch, names, "too large")
     result = run_stage("generative_figures", tmp_path)

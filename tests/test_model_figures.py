@@ -81,7 +81,7 @@ def test_figure_stages_draw_from_stored_files_alone(tmp_path, tiny_splits):
     write_csv(tmp_path / "plots/classifier/history.csv", history, list(history[0]))
     write_json(
         tmp_path / "metrics/classifier_confusion.json",
-        {"classes": ["a", "b"], "matrix": [[5, 1], [0, 4]]},
+        {"classes": ["a", "b", "c"], "matrix": [[5, 1, 0], [0, 4, 0], [1, 0, 3]]},
     )
     for slug, config in (
         ("vae", {"kind": "vae", "latent_dim": 4, "beta": 1.0}),
@@ -167,3 +167,19 @@ def test_the_predicted_classes_figure_draws_the_counts_most_predicted_on_top():
     assert labels == ["tench", "photocopier"]
     assert "no confusion matrix: why" in fig.axes[0].get_title()
     assert "no training epochs" in plot_training_curves([], "m")._suptitle.get_text()
+
+
+def test_predictions_on_decodings_are_named_by_the_models_classes():
+    """An ImageNet model explained as it is on a folder of 3 classes predicts among its
+    own classes: the captions name the true class by the dataset's names and the
+    prediction by the model's (indices beyond the dataset's 3 used to fail)."""
+    import matplotlib.text
+
+    stored = stored_reconstructions("vae", {"kind": "vae", "latent_dim": 4, "beta": 1.0})
+    stored["predicted"] = np.array([0, 999, 2, 1])
+    model_classes = [f"imagenet {i}" for i in range(1000)]
+    figure = plot_stored_reconstructions(stored, model_classes)
+    texts = {t.get_text() for t in figure.findobj(matplotlib.text.Text)}
+    assert {"a→imagenet 0", "b→imagenet 999", "c→imagenet 2", "a→imagenet 1"} <= texts
+    with pytest.raises(IndexError):  # the dataset's names cannot name class 999
+        plot_stored_reconstructions(stored)

@@ -60,12 +60,17 @@ def reconstruction_title(config: Mapping[str, Any]) -> str:
     return title
 
 
-def plot_stored_reconstructions(stored: Mapping[str, np.ndarray]) -> Figure:
+def plot_stored_reconstructions(
+    stored: Mapping[str, np.ndarray], model_classes: Sequence[str] | None = None
+) -> Figure:
     """One model's stored sample: originals above decodings, each captioned with the true
-    class and the frozen classifier's prediction on the decoding."""
+    class and the frozen classifier's prediction on the decoding, named by
+    `model_classes` (the classifier's own, e.g. ImageNet's for a model explained as it is
+    on a folder of other classes; default: the dataset's)."""
     names = [str(n) for n in stored["class_names"]]
+    predicted_names = list(model_classes) if model_classes is not None else names
     captions = [
-        f"{names[int(t)]}→{names[int(p)]}"
+        f"{names[int(t)]}→{predicted_names[int(p)]}"
         for t, p in zip(stored["labels"], stored["predicted"], strict=True)
     ]
     config = json.loads(str(stored["config"]))
