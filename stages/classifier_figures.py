@@ -15,7 +15,7 @@ from pipeline.figures.training import (
     plot_predicted_classes,
     plot_training_curves,
 )
-from pipeline.io import read_csv
+from pipeline.io import read_csv, read_json
 from pipeline.params import load_params
 from pipeline.tracking import stage_run
 from stages import paths
@@ -34,7 +34,7 @@ def main() -> None:
     ) as run:
         save_figure(plot_training_curves(history, title), paths.CLASSIFIER_CURVES_FIG)
         if confusion["matrix"] is None:  # no labels in the model's classes (classifier.py)
-            test = json.loads(require(paths.CLASSIFIER_METRICS, "classifier").read_text())["test"]
+            test = read_json(paths.CLASSIFIER_METRICS, "classifier")["test"]
             figure = plot_predicted_classes(test["most_predicted"], test["note"], title)
         else:
             figure = plot_confusion_matrix(

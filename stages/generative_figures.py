@@ -32,12 +32,12 @@ from pipeline.errors import PipelineError
 from pipeline.figures.alpha_tradeoff import plot_alpha_tradeoff
 from pipeline.figures.common import save_figure
 from pipeline.figures.reconstructions import plot_stored_reconstructions
-from pipeline.io import read_npz, write_csv, write_text
+from pipeline.io import read_json, read_npz, write_csv, write_text
 from pipeline.params import load_params
 from pipeline.skips import MARKER, skipped_together, stored_reason, write_marker
 from pipeline.tracking import StageRun, stage_run
 from stages import paths
-from stages.runner import require, run_stage
+from stages.runner import run_stage
 
 log = logging.getLogger("stages.generative_figures")
 
@@ -101,8 +101,8 @@ def main() -> None:
     rows, skipped = cladec_rows()  # every input checked before any work
     # the classifier's own class names, for its predictions on the decodings (ImageNet's
     # for a model explained as it is on a folder of other classes)
-    confusion = require(paths.CLASSIFIER_CONFUSION, "classifier").read_text()
-    model_classes = [str(name) for name in json.loads(confusion)["classes"]]
+    confusion = read_json(paths.CLASSIFIER_CONFUSION, "classifier")
+    model_classes = [str(name) for name in confusion["classes"]]
     samples = {file.stem: read_npz(file) for file in files}
     stored = {slug: z for slug, z in samples.items() if stored_reason(z) is None}
     dataset = str(next(iter(stored.values()))["dataset"]) if stored else params.data.dataset
