@@ -13,6 +13,9 @@ from collections.abc import Iterator, Mapping
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
+from pipeline.chance import labels_in_model_classes
 from pipeline.checkpoint_files import epoch_checkpoints
 from pipeline.data import Splits
 from pipeline.errors import PipelineError
@@ -84,6 +87,14 @@ class Inputs:
     @property
     def class_names(self) -> list[str]:
         return self._classifier[1]
+
+    @cached_property
+    def model_labels(self) -> np.ndarray | None:
+        """The test labels as indices of the model's classes; None when the data's classes
+        are not the model's (a model explained as it is on a folder of other classes)."""
+        return labels_in_model_classes(
+            self.class_names, self.splits.class_names, self.splits.y_test
+        )
 
     @cached_property
     def selection(self) -> Selection:

@@ -246,6 +246,10 @@ def test_html_is_self_contained_and_names_the_classes() -> None:
     # still until Play is pressed; an animation interrupted by Pause is not a page error
     assert "Plotly.animate(" not in html
     assert "unhandledrejection" in html
+    again = figure_page(
+        tour_figure(frames, labels, CLASS_NAMES, epochs, "Grand Tour of the softmax layer", "epoch")
+    )
+    assert again == html  # the same bytes on a rerun (plotly's default div id is random)
 
 
 def test_the_stored_tour_gives_both_interactive_figures_per_layer() -> None:

@@ -342,3 +342,133 @@ def test_walks_of_a_vae_that_decodes_one_picture_are_skipped_with_the_reason(tin
     inputs.__dict__["vae"] = IdentityVAE(4)
     walks = part_class("vae_walks")().compute(inputs, p).arrays["walks"]  # no Skipped
     assert list(walks["class_names"]) == list(tiny_splits.class_names)
+
+
+# ---------------------------------------- a model whose classes are not the data's labels
+# (explained as it is: ImageNet's 1,000 classes on a folder of other photographs)
+
+
+def _as_is(tiny_splits: Any) -> TinyInputs:
+    inputs = TinyInputs(tiny_splits, {})
+    inputs.__dict__["model_labels"] = None  # the folder's classes are not the model's
+    return inputs
+
+
+def test_the_stage_inputs_give_the_labels_in_the_model_s_classes_or_none(tiny_splits) -> None:
+    inputs = Inputs(0, {})
+    inputs.__dict__.update(splits=tiny_splits, _classifier=(None, ["x", "Bottom", "top"]))
+    assert inputs.model_labels is None  # "middle" is none of the model's classes
+    both = Inputs(0, {})
+    both.__dict__.update(splits=tiny_splits, _classifier=(None, ["Middle", "BOTTOM", "x", "top"]))
+    expected = np.array([3, 0, 1])[tiny_splits.y_test]  # matched by name, case aside
+    np.testing.assert_array_equal(both.model_labels, expected)
+
+
+def test_ice_groups_images_by_the_model_s_prediction_when_labels_are_not_its_classes(
+    tiny_splits,
+) -> None:
+    from pipeline.explain.parts.ice import PREDICTED_CLASSES, PREDICTED_NOTE
+
+    inputs, p = _as_is(tiny_splits), part_class("ice").Params(**SMALL["ice"])
+    computed = part_class("ice")().compute(inputs, p)
+    z, metrics = computed.arrays["concepts"], computed.metrics
+    predicted = predict_proba(inputs.net, z["images"]).argmax(1)
+    with_images = np.flatnonzero(~np.isnan(z["presence"]).all(axis=1))
+    np.testing.assert_array_equal(with_images, np.unique(predicted))
+    assert bool(z[PREDICTED_CLASSES]) and metrics["classes"] == PREDICTED_NOTE
+    assert metrics["accuracy_original"] == 1.0  # each image's class is its prediction
+    assert metrics["fidelity_accuracy"] == metrics["fidelity_agreement"]
+    with_labels = part_class("ice")().compute(TinyInputs(tiny_splits, {}), p)
+    assert PREDICTED_CLASSES not in with_labels.arrays["concepts"]
+    assert "classes" not in with_labels.metrics
+    labelled = np.flatnonzero(~np.isnan(with_labels.arrays["concepts"]["presence"]).all(axis=1))
+    assert labelled.tolist() == [0, 1, 2]  # 20 random test images hold all three labels
+
+
+def test_ice_class_figures_draw_at_most_20_of_1000_classes_those_with_images(
+    tiny_splits,
+) -> None:
+    """The resnet50 run's ICE figure over ImageNet's 1,000 classes was sized per class and
+    Agg could not allocate it (killed at 24 GB); now only classes with images are drawn,
+    at most 20: those the concepts move most."""
+    from pipeline.figures.ice import MAX_CLASSES_DRAWN, drawn_classes
+
+    p = part_class("ice").Params(**SMALL["ice"])
+    computed = part_class("ice")().compute(TinyInputs(tiny_splits, {}), p)
+    stored = {stem: dict(arrays) for stem, arrays in computed.arrays.items()}
+    z, n = stored["concepts"], len(stored["concepts"]["components"])
+    names = np.array([f"class {k}" for k in range(1000)])
+    with_images = np.arange(100, 1000, 30)  # 30 classes have images
+    presence = np.full((1000, n), np.nan)
+    presence[with_images] = 0.5
+    weights = np.zeros((1000, n), dtype=np.float32)
+    weights[:, 0] = np.arange(1000) % 97  # known strengths; classes without images ignored
+    z.update(presence=presence, weights=weights, class_names=names)
+    per_class = np.full((len(stored["fidelity"]["n_concepts"]), 1000), np.nan)
+    per_class[:, with_images] = 0.1
+    stored["fidelity"]["fidelity_reference_per_class"] = per_class
+    strength = weights[with_images, 0]
+    expected = np.sort(with_images[np.argsort(-strength, kind="stable")[:MAX_CLASSES_DRAWN]])
+    np.testing.assert_array_equal(drawn_classes(presence, weights), expected)
+    assert drawn_classes(presence[:10], weights[:10]).tolist() == list(range(10))  # MNIST: all
+
+    drawn = part_class("ice")().draw(stored, p)
+    heat = drawn["classes.png"].axes[1]
+    assert [t.get_text() for t in heat.get_yticklabels()] == names[expected].tolist()
+    assert drawn["classes.png"].get_size_inches()[1] < 12
+    assert "20 of the model's 1000 classes" in drawn["classes.png"]._suptitle.get_text()
+    reference = drawn["fidelity.png"].axes[2]
+    per_class_lines = [line.get_label() for line in reference.lines]
+    assert per_class_lines[:MAX_CLASSES_DRAWN] == names[expected].tolist()
+    assert "class 0" not in per_class_lines and "mean over classes" in per_class_lines
+
+
+def test_the_grand_tour_colours_points_by_prediction_when_labels_are_not_the_model_s(
+    tiny_splits,
+) -> None:
+    from pipeline.explain.parts.grand_tour import PREDICTED_COLOURS
+
+    inputs = _as_is(tiny_splits)
+    p = part_class("grand_tour").Params(**SMALL["grand_tour"])
+    tour = part_class("grand_tour")().compute(inputs, p).arrays["tour"]
+    np.testing.assert_array_equal(tour["labels"], tour["predictions"])
+    assert bool(tour[PREDICTED_COLOURS])
+    drawn = part_class("grand_tour")().draw({"tour": tour}, p)
+    assert "predicted class" in drawn["dense_rotation.png"]._suptitle.get_text()
+    labelled = part_class("grand_tour")().compute(TinyInputs(tiny_splits, {}), p).arrays["tour"]
+    assert PREDICTED_COLOURS not in labelled
+    rows = labelled["test_indices"]
+    np.testing.assert_array_equal(labelled["labels"], tiny_splits.y_test[rows])
+
+
+def test_a_tour_over_1000_classes_lists_only_the_classes_of_its_points() -> None:
+    """Before: 1,000 legend entries (a 27,000 px tall PNG) and 1,000 traces per frame (a
+    28 MB page for 16 points)."""
+    from pipeline.figures.grand_tour import plot_tour_frames, shown_classes, tour_figure
+
+    names = [f"class {k}" for k in range(1000)]
+    labels = np.array([7, 7, 512, 999, 512, 7])
+    frames = [np.random.default_rng(k).normal(size=(6, 2)) for k in range(3)]
+    assert shown_classes(labels, 1000) == [7, 512, 999]
+    assert shown_classes(np.array([1, 1]), 10) == list(range(10))  # few classes: all listed
+    figure = tour_figure(frames, labels, names, ["0", "1", "2"], "tour")
+    assert [trace["name"] for trace in figure["data"]] == ["class 7", "class 512", "class 999"]
+    colours = {trace["marker"]["color"] for trace in figure["data"]}
+    assert len(colours) == 3  # distinct, though 7 and 999 share a tab20 slot by index
+    fig = plot_tour_frames(frames, labels, names, ["a", "b", "c"])
+    legend = fig.legends[0]
+    assert [t.get_text() for t in legend.get_texts()] == ["class 7", "class 512", "class 999"]
+
+
+def test_walks_and_instanceflow_are_skipped_with_the_reason_for_a_model_as_is(
+    tiny_splits,
+) -> None:
+    inputs = _as_is(tiny_splits)
+    with pytest.raises(Skipped, match="test labels are not the model's classes"):
+        part_class("vae_walks")().compute(inputs, part_class("vae_walks").Params())
+    record = inputs.epoch_predictions
+    one_epoch = {**record, "epochs": np.array([0]), "predictions": record["predictions"][:1]}
+    one_epoch["probabilities"] = record["probabilities"][:1]
+    inputs.__dict__["epoch_predictions"] = one_epoch
+    with pytest.raises(Skipped, match="record holds 1 epoch"):
+        part_class("instanceflow")().compute(inputs, part_class("instanceflow").Params())

@@ -221,6 +221,8 @@ def test_sankey_html_is_self_contained() -> None:
     assert len(html) > 1_000_000  # plotly.js inlined: opens offline
     for name in NAMES:
         assert f"epoch 1: {name}" in html
+    # a rerun writes the same bytes (plotly's default div id is a random UUID)
+    assert html == sankey_html(PREDICTIONS, LABELS, np.array([1, 2, 3]), np.array([0, 1, 2]), NAMES)
     merged = sankey_html(
         PREDICTIONS, LABELS, np.array([1, 2, 3]), np.array([0, 2]), NAMES, classes=[0]
     )

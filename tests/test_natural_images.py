@@ -216,6 +216,7 @@ class _AsIs:
         torch.manual_seed(0)
         self.net = build_classifier("small_cnn", (1, 16, 16), 3).eval()
         self.class_names = ["a", "b", "c"]
+        self.model_labels = labels
 
     def epoch_classifiers(self):
         raise Skipped("no saved epochs")

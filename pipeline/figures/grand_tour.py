@@ -61,17 +61,47 @@ def _limits(frames: Sequence[np.ndarray]) -> tuple[float, float]:
     return low - pad, high + pad
 
 
-def class_colours(count: int) -> list[str]:
-    """Hex colour per class: tab10 up to ten classes, tab20 beyond (cycled if needed)."""
-    cmap = plt.get_cmap("tab10" if count <= 10 else "tab20")
-    return [to_hex(cmap(k % cmap.N)) for k in range(count)]
+EVERY_CLASS_UP_TO = 20
+"""Legends and traces list every class up to this many; beyond, only the classes of the
+points drawn: ImageNet's 1,000 names would fill a page, and a thousand empty traces per
+frame made a 16-point tour page 28 MB."""
+OTHER_COLOUR = "#808080"  # a class no point has (never drawn)
 
 
-def _class_handles(colours: Sequence[str], class_names: Sequence[str]) -> list[Line2D]:
-    """Legend entries, one marker per class, for plots that draw all points at once."""
+def shown_classes(classes: np.ndarray, count: int) -> list[int]:
+    """The class indices legends and traces list: all `count`, or beyond EVERY_CLASS_UP_TO
+    those among `classes` (the points' classes), in order."""
+    if count <= EVERY_CLASS_UP_TO:
+        return list(range(count))
+    return sorted(int(k) for k in np.unique(classes))
+
+
+def class_colours(count: int, shown: Sequence[int] | None = None) -> list[str]:
+    """Hex colour per class index: tab10 up to ten classes shown, tab20 beyond (cycled if
+    needed), given in the order of `shown` (default: every class)."""
+    shown = range(count) if shown is None else shown
+    cmap = plt.get_cmap("tab10" if len(shown) <= 10 else "tab20")
+    colours = [OTHER_COLOUR] * count
+    for rank, k in enumerate(shown):
+        colours[k] = to_hex(cmap(rank % cmap.N))
+    return colours
+
+
+def _class_handles(
+    colours: Sequence[str], class_names: Sequence[str], shown: Sequence[int]
+) -> list[Line2D]:
+    """Legend entries, one marker per class shown, for plots that draw all points at once."""
     return [
-        Line2D([], [], linestyle="", marker="o", markersize=6, color=colour, label=str(name))
-        for colour, name in zip(colours, class_names, strict=True)
+        Line2D(
+            [],
+            [],
+            linestyle="",
+            marker="o",
+            markersize=6,
+            color=colours[k],
+            label=str(class_names[k]),
+        )
+        for k in shown
     ]
 
 
@@ -98,7 +128,8 @@ def tour_gif(
     frames, classes = _check_inputs(frames_xy, labels, class_names, titles)
     if fps <= 0:
         raise ValueError(f"fps must be positive, got {fps}")
-    colours = class_colours(len(class_names))
+    shown = shown_classes(classes, len(class_names))
+    colours = class_colours(len(class_names), shown)
     low, high = _limits(frames)
 
     fig = Figure(figsize=(7.2, 5.6), dpi=dpi)
@@ -115,7 +146,7 @@ def tour_gif(
     ax.set_xlabel(AXIS_LABELS[0])
     ax.set_ylabel(AXIS_LABELS[1])
     ax.legend(
-        handles=_class_handles(colours, class_names),
+        handles=_class_handles(colours, class_names, shown),
         title="class",
         loc="upper left",
         bbox_to_anchor=(1.02, 1.0),
@@ -206,13 +237,15 @@ QUIET_INTERRUPTED_ANIMATIONS = (
 
 def figure_page(figure: dict) -> str:
     """A plotly figure as a self-contained page (plotly.js embedded, works offline),
-    still until the reader presses Play, with interrupted animations kept quiet."""
+    still until the reader presses Play, with interrupted animations kept quiet. The div
+    has a fixed id (plotly's default is a random UUID), so a rerun writes the same bytes."""
     import plotly.io as pio
 
     return pio.to_html(
         figure,
         include_plotlyjs=True,
         full_html=True,
+        div_id="grand-tour",
         validate=False,
         auto_play=False,
         post_script=QUIET_INTERRUPTED_ANIMATIONS,
@@ -266,8 +299,9 @@ def tour_figure(
     ones are drawn as crosses. Hovering a point shows its instance index and classes."""
     frames, classes = _check_inputs(frames_xy, labels, class_names, steps)
     predicted = _frame_predictions(predictions, len(frames), classes.size, len(class_names))
-    colours = class_colours(len(class_names))
-    members = [np.flatnonzero(classes == k) for k in range(len(class_names))]
+    shown = shown_classes(classes, len(class_names))
+    colours = class_colours(len(class_names), shown)
+    members = {k: np.flatnonzero(classes == k) for k in shown}
     low, high = _limits(frames)
 
     def scatter(points: np.ndarray, index: np.ndarray, k: int, wrong: bool, guess) -> dict:
@@ -301,12 +335,12 @@ def tour_figure(
     # and one legend-only entry that explains the cross.
     def traces(points: np.ndarray, guess: np.ndarray | None) -> list[dict]:
         if guess is None:
-            return [scatter(points, index, k, False, None) for k, index in enumerate(members)]
+            return [scatter(points, index, k, False, None) for k, index in members.items()]
         wrong = guess != classes
         shown = [
             scatter(points, index[wrong[index] == miss], k, miss, guess)
             for miss in (False, True)
-            for k, index in enumerate(members)
+            for k, index in members.items()
         ]
         key = {
             "type": "scatter",
@@ -398,7 +432,8 @@ def plot_tour_frames(
     frames, classes = _check_inputs(frames_xy, labels, class_names, titles)
     if columns < 1:
         raise ValueError(f"columns must be at least 1, got {columns}")
-    colours = class_colours(len(class_names))
+    shown = shown_classes(classes, len(class_names))
+    colours = class_colours(len(class_names), shown)
     low, high = _limits(frames)
     cols = min(columns, len(frames))
     rows = math.ceil(len(frames) / cols)
@@ -420,7 +455,7 @@ def plot_tour_frames(
         if k >= len(frames) - cols:
             ax.set_xlabel(AXIS_LABELS[0])
     fig.legend(
-        handles=_class_handles(colours, class_names),
+        handles=_class_handles(colours, class_names, shown),
         title="class",
         loc="center left",
         bbox_to_anchor=(1.0, 0.5),

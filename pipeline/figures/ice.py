@@ -43,12 +43,48 @@ def _scale(values: np.ndarray) -> float:
     return peak if peak > 0 else 1.0
 
 
-def kept_note(n_concepts: int, accuracy: float, agreement: float, original: float) -> str:
+def kept_note(
+    n_concepts: int, accuracy: float, agreement: float, original: float, predicted: bool = False
+) -> str:
     """A title line: what the concepts shown keep of the model when their reconstruction
-    replaces the layer's activations (so a reader knows how far to trust them)."""
+    replaces the layer's activations (so a reader knows how far to trust them).
+    predicted: the classes are the model's predictions (no labels in its classes), so
+    there is no accuracy to state."""
+    if predicted:
+        return (
+            f"{n_concepts} concepts in place of the layer keep {agreement:.1%} of the "
+            "predictions; classes = the model's predictions (no labels in its classes)"
+        )
     return (
         f"{n_concepts} concepts in place of the layer keep {agreement:.1%} of the "
         f"predictions, accuracy {accuracy:.3f} (original {original:.3f})"
+    )
+
+
+MAX_CLASSES_DRAWN = 20
+"""Classes the per-class figures draw at most: 1,000 ImageNet classes would make a figure
+no one can read (and one Agg cannot allocate)."""
+
+
+def drawn_classes(presence: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Sorted indices of the classes the per-class figures draw: every class up to
+    MAX_CLASSES_DRAWN; beyond that the classes with images, and of those the ones the
+    concepts move most (largest summed |weight|)."""
+    n_classes = len(presence)
+    if n_classes <= MAX_CLASSES_DRAWN:
+        return np.arange(n_classes)
+    with_images = np.flatnonzero(~np.isnan(presence).all(axis=1))
+    strength = np.abs(np.asarray(weights, dtype=np.float64)[with_images]).sum(axis=1)
+    keep = with_images[np.argsort(-strength, kind="stable")[:MAX_CLASSES_DRAWN]]
+    return np.sort(keep)
+
+
+def classes_note(shown: int, total: int) -> str | None:
+    """A title line when the per-class figures leave classes out, None when they do not."""
+    if shown == total:
+        return None
+    return f"{shown} of the model's {total} classes: those with images here" + (
+        f", the {MAX_CLASSES_DRAWN} the concepts move most" if shown == MAX_CLASSES_DRAWN else ""
     )
 
 
@@ -210,12 +246,14 @@ def plot_fidelity(
     class_names: Sequence[str] | None = None,
     shown: int | None = None,
     layer: str | None = None,
+    note: str | None = None,
 ) -> Figure:
     """rows: one per number of concepts, as returned by ice.fidelity; per_class: the
     reference fidelity, rows × K in the same order. How well the model run on the concept
     reconstruction matches the original as concepts are added: kept predictions, our
     logit error, the reference's fidelity (per class and its mean), and a table of the
-    numbers. shown: the concept count of the other figures, marked."""
+    numbers. shown: the concept count of the other figures, marked. note: a second title
+    line."""
     if not rows:
         return message_figure("no fidelity results to draw", "ICE fidelity")
     order = np.argsort([r["n_concepts"] for r in rows], kind="stable")
@@ -262,7 +300,7 @@ def plot_fidelity(
     _fidelity_table(fig.add_subplot(grid[1, :]), rows, shown)
     where = f" at layer {layer}" if layer else ""
     marked = f"; dotted: the {shown} concepts shown" if shown is not None else ""
-    fig.suptitle(f"ICE fidelity{where}: how much of the model the concepts keep{marked}")
+    _title(fig, f"ICE fidelity{where}: how much of the model the concepts keep{marked}", note)
     fig.tight_layout()
     return fig
 

@@ -210,9 +210,9 @@ def sankey_html(
     classes: Sequence[int] | None = None,
 ) -> str:
     """The Sankey of `sankey_figure` as a self-contained interactive HTML page (plotly.js
-    inlined, so it opens offline)."""
+    inlined, so it opens offline), its div id fixed so a rerun writes the same bytes."""
     figure = sankey_figure(predictions, labels, epochs, epoch_rows, class_names, classes)
-    return figure.to_html(include_plotlyjs=True, full_html=True)
+    return figure.to_html(include_plotlyjs=True, full_html=True, div_id="instanceflow-sankey")
 
 
 def sankey_figure(

@@ -47,12 +47,15 @@ if TYPE_CHECKING:
         splits: Splits
         net: nn.Module
         class_names: list[str]
+        model_labels: np.ndarray | None
 
         def epoch_classifiers(self) -> Iterator[tuple[int, nn.Module]]: ...
 
 
 log = logging.getLogger(__name__)
 SOFTMAX = "softmax"  # the layer name for the model's softmax output
+PREDICTED_COLOURS = "colours_are_predictions"  # stored only when the labels are unknown
+PREDICTED_COLOURS_NOTE = "colour = the model's predicted class (no labels in its classes)"
 MAX_TOUR_DIMENSIONS = 512  # wider layers are toured in this many principal components
 TOUR_LENGTH = 3.0  # the rotation parameter t runs from 0 to this over the animation
 
@@ -234,19 +237,26 @@ class GrandTourPart(InsidePart):
         rng = np.random.default_rng(inputs.seed)
         count = min(p.instances, len(splits.x_test))
         rows = np.sort(rng.choice(len(splits.x_test), count, replace=False))
-        images, labels = splits.x_test[rows], splits.y_test[rows]
+        images, known = splits.x_test[rows], inputs.model_labels
+        with torch.inference_mode():
+            probabilities, predictions = _predict(net, images)
+        # colours: the labels, or the model's predictions when the test labels are not its
+        # classes (a model explained as it is on a folder of other classes)
         arrays: dict[str, np.ndarray] = {
-            "labels": labels,
+            "labels": known[rows] if known is not None else predictions,
             "test_indices": rows,
             "layers": np.array(p.layers),
             "class_names": np.array(inputs.class_names),
+            "predictions": predictions,
         }
+        if known is None:
+            arrays[PREDICTED_COLOURS] = np.array(True)
+            log.info("Grand Tour colours: %s", PREDICTED_COLOURS_NOTE)
         metrics: dict[str, float] = {"instances": count}
         step = TOUR_LENGTH / (p.frames - 1)
         fixed: dict[str, np.ndarray] = {}
         bases: dict[str, np.ndarray | None] = {}
         with torch.inference_mode():
-            probabilities, arrays["predictions"] = _predict(net, images)
             for layer in p.layers:
                 final = layer_activations(net, layer, images, probabilities)
                 metrics[f"{layer}/dimensions"] = float(final.shape[1])
@@ -291,6 +301,7 @@ class GrandTourPart(InsidePart):
 
         z = stored["tour"]
         labels, names = z["labels"], [str(n) for n in z["class_names"]]
+        colours = f"; {PREDICTED_COLOURS_NOTE}" if PREDICTED_COLOURS in z else ""
         pages = stored_tours(z)
         drawn: dict[str, Any] = {}
         for layer in z["layers"]:
@@ -305,7 +316,7 @@ class GrandTourPart(InsidePart):
                 labels,
                 names,
                 [titles[i] for i in picks],
-                title=f"Grand Tour of {layer}: rotating projections",
+                title=f"Grand Tour of {layer}: rotating projections{colours}",
             )
             frames = list(z[f"{layer}/epochs"])
             titles = [f"{layer} after epoch {int(e)}" for e in z["epochs"]]

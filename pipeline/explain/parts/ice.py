@@ -54,6 +54,7 @@ if TYPE_CHECKING:
         net: nn.Module
         selection: Selection
         class_names: list[str]
+        model_labels: np.ndarray | None
 
 
 log = logging.getLogger(__name__)
@@ -257,6 +258,12 @@ FIDELITY_KEYS = (  # the scalars of one fidelity row
     "fidelity_reference",
 )
 PER_CLASS = "fidelity_reference_per_class"  # K values per row
+PREDICTED_CLASSES = "classes_are_predictions"  # stored only when the labels are unknown
+PREDICTED_SHORT = "classes = the model's predictions: accuracy = agreement, original accuracy 1"
+PREDICTED_NOTE = (
+    "the test labels are not the model's classes, so each image counts for the class the "
+    "model predicts: accuracy then equals agreement, and the original accuracy is 1"
+)
 REFERENCE_EPSILON = 1e-4  # the reference's Explainer(epsilon=1e-4)
 
 
@@ -466,13 +473,17 @@ class Ice(InsidePart):
         rng = np.random.default_rng(inputs.seed)
         count = min(p.images, len(splits.x_test))
         rows = np.sort(rng.choice(len(splits.x_test), count, replace=False))
-        images, labels = splits.x_test[rows], splits.y_test[rows]
+        images = splits.x_test[rows]
         with torch.inference_mode():
             activations = layer_codes(net, p.layer, images).numpy()
             check_layer(activations, p)
             channels = activations.shape[1]
             floats = as_float_images(images)
             logits = _logits(net, floats)  # once, for every concept count
+            # the classes are the labels; without labels in the model's classes (a model
+            # explained as it is on a folder of others), the model's own predictions
+            known = inputs.model_labels
+            labels = known[rows] if known is not None else logits.argmax(1).numpy()
             fitted: dict[int, Concepts] = {}
             sweep: list[dict[str, Any]] = []
             shown_fidelity: dict[str, Any] = {}
@@ -520,6 +531,7 @@ class Ice(InsidePart):
                 "kept_accuracy": np.array(shown_fidelity["accuracy"]),
                 "kept_agreement": np.array(shown_fidelity["agreement"]),
                 "accuracy_original": np.array(shown_fidelity["accuracy_original"]),
+                **({} if known is not None else {PREDICTED_CLASSES: np.array(True)}),
             },
             "fidelity": {
                 key: np.array([r[key] for r in sweep]) for key in (*FIDELITY_KEYS, PER_CLASS)
@@ -536,6 +548,9 @@ class Ice(InsidePart):
             "accuracy_original": shown_fidelity["accuracy_original"],
             "fidelity": {str(r["n_concepts"]): metrics_row(r, inputs.class_names) for r in sweep},
         }
+        if known is None:
+            metrics["classes"] = PREDICTED_NOTE
+            log.info("ICE classes: %s", PREDICTED_NOTE)
         for r in sweep:
             log.info(
                 "%2d concepts: accuracy %.3f (original %.3f), agreement %.3f, "
@@ -552,6 +567,8 @@ class Ice(InsidePart):
     def draw(self, stored: dict[str, dict[str, np.ndarray]], p: IceParams) -> dict[str, Any]:  # type: ignore[override]
         """`concept_heatmaps.png`, `classes.png`, `concept_examples.png`, `fidelity.png`."""
         from pipeline.figures.ice import (
+            classes_note,
+            drawn_classes,
             kept_note,
             plot_class_concepts,
             plot_concept_examples,
@@ -560,7 +577,9 @@ class Ice(InsidePart):
         )
 
         z = stored["concepts"]
-        names = [str(n) for n in z["class_names"]]
+        chosen = drawn_classes(z["presence"], z["weights"])
+        names = [str(z["class_names"][k]) for k in chosen]
+        predicted = PREDICTED_CLASSES in z
         # example maps are stored for the example rows only: scatter them back by image row
         maps = np.zeros((len(z["images"]), *z["example_maps"].shape[1:]), dtype=np.float32)
         maps[z["example_rows"]] = z["example_maps"]
@@ -574,16 +593,27 @@ class Ice(InsidePart):
             float(z["kept_accuracy"]),
             float(z["kept_agreement"]),
             float(z["accuracy_original"]),
+            predicted,
         )
+        some = classes_note(len(chosen), len(z["class_names"]))
+        with_classes = kept if some is None else f"{kept}\n{some}"
+        per_class = table[PER_CLASS][:, chosen] if len(table[PER_CLASS]) else table[PER_CLASS]
         return {
             "concept_heatmaps.png": plot_concept_heatmaps(
                 z["shown_images"], z["shown_maps"], list(z["shown_captions"]), kept
             ),
-            "classes.png": plot_class_concepts(z["presence"], z["weights"], names, kept),
+            "classes.png": plot_class_concepts(
+                z["presence"][chosen], z["weights"][chosen], names, with_classes
+            ),
             "concept_examples.png": plot_concept_examples(
                 z["images"], z["top"], z["bottom"], maps, kept
             ),
             "fidelity.png": plot_fidelity(
-                rows, table[PER_CLASS], names, len(z["components"]), str(z["layer"])
+                rows,
+                per_class,
+                names,
+                len(z["components"]),
+                str(z["layer"]),
+                "\n".join(n for n in (PREDICTED_SHORT if predicted else None, some) if n) or None,
             ),
         }

@@ -22,6 +22,7 @@ from pydantic import Field
 
 from pipeline.errors import ParamsError
 from pipeline.explain.base import Computed, InsidePart, MethodParams
+from pipeline.skips import Skipped
 
 
 class InstanceFlowParams(MethodParams):
@@ -229,6 +230,12 @@ class InstanceFlow(InsidePart):
         """`flow`: the classifier's per-epoch record itself, the epochs shown as Sankey
         columns, the most unstable instances and the classes shown as nodes."""
         record = inputs.epoch_predictions
+        if len(record["epochs"]) < 2:
+            raise Skipped(
+                f"the classifier's record holds {len(record['epochs'])} epoch (a model "
+                "explained as it is, classifier.train: false): InstanceFlow follows "
+                "predictions from one training epoch to the next"
+            )
         classes = len(record["class_names"])
         if p.classes is not None and max(p.classes, default=0) >= classes:
             raise ParamsError(

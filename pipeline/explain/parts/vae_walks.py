@@ -16,6 +16,7 @@ import numpy as np
 from pydantic import Field
 
 from pipeline.explain.base import Computed, InsidePart, MethodParams
+from pipeline.skips import Skipped
 
 if TYPE_CHECKING:
     from torch import Tensor, nn
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
         selection: Selection
         class_names: list[str]
         vae: VAE
+        model_labels: np.ndarray | None
 
 
 class VaeWalksParams(MethodParams):
@@ -124,8 +126,6 @@ def decoded_spread(originals: np.ndarray, decoded: np.ndarray) -> float:
 
 def check_decodings_vary(originals: np.ndarray, decoded: np.ndarray) -> None:
     """Raise Skipped when the VAE decodes every image to nearly the same picture."""
-    from pipeline.skips import Skipped
-
     share = decoded_spread(originals, decoded)
     if share < MIN_DECODED_SPREAD:
         raise Skipped(
@@ -151,17 +151,29 @@ class VaeWalks(InsidePart):
 
         from pipeline.inference import as_float_images, predict_proba
 
-        splits, net, names, vae = inputs.splits, inputs.net, inputs.class_names, inputs.vae
+        splits, net, names, labels = (
+            inputs.splits,
+            inputs.net,
+            inputs.class_names,
+            inputs.model_labels,
+        )
+        if labels is None:
+            raise Skipped(
+                "the test labels are not the model's classes (a model explained as it is on "
+                "a folder of other classes): a walk runs between correctly classified images "
+                "of two of its classes"
+            )
+        vae = inputs.vae
         pairs = inputs.selection.pairs[:, :2] if len(inputs.selection.pairs) else [(0, 1)]
         rng = np.random.default_rng(inputs.seed)
-        correct = predict_proba(net, splits.x_test).argmax(1) == splits.y_test
+        correct = predict_proba(net, splits.x_test).argmax(1) == labels
         walks, titles, ends = [], [], []
         with torch.inference_mode():
             sample = as_float_images(splits.x_test[:SPREAD_IMAGES])
             check_decodings_vary(sample.numpy(), vae.decode(vae.encode_mean(sample)).numpy())
             for a, b in pairs:
-                from_a = np.flatnonzero(correct & (splits.y_test == a))
-                from_b = np.flatnonzero(correct & (splits.y_test == b))
+                from_a = np.flatnonzero(correct & (labels == a))
+                from_b = np.flatnonzero(correct & (labels == b))
                 count = min(p.pairs_per_class_pair, len(from_a), len(from_b))
                 for i, j in zip(
                     rng.choice(from_a, count, replace=False),
