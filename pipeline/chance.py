@@ -10,12 +10,16 @@ with 95% of one class (chance 0.95), where an absolute margin of 0.1 could never
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from pipeline.errors import PipelineError
+
+if TYPE_CHECKING:
+    from pipeline.data import Splits
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,39 @@ def labels_in_model_classes(
     if any(m is None for m in mapped):
         return None
     return np.asarray(mapped)[labels]
+
+
+TARGETS_KEY = "targets"
+"""The key, in a stage's stored arrays, of PREDICTED_TARGETS when it applies."""
+PREDICTED_TARGETS = (
+    "the data's classes are not the model's: each image's class is the model's "
+    "prediction on it, so the classifier's accuracy on decodings is their agreement"
+)
+
+
+def splits_in_model_classes(
+    splits: Splits,
+    model_names: Sequence[str],
+    predict: Callable[[np.ndarray], np.ndarray],
+) -> tuple[Splits, str | None]:
+    """The splits labelled in the model's classes and named by them, for stages whose
+    classifier term or metric compares the model's outputs with labels: unchanged when
+    the classes are the model's; matched by name; or, when the data's classes are not
+    the model's (ImageNet's model on a folder of other photographs), the model's own
+    predictions (`predict`: uint8 images → class indices) on every split, with
+    PREDICTED_TARGETS as the reason (else None)."""
+    if list(model_names) == list(splits.class_names):
+        return splits, None
+    names = tuple(str(n) for n in model_names)
+    mapped = {
+        part: labels_in_model_classes(names, splits.class_names, getattr(splits, f"y_{part}"))
+        for part in ("train", "val", "test")
+    }
+    if all(labels is not None for labels in mapped.values()):
+        labels = {f"y_{part}": mapped[part] for part in mapped}
+        return replace(splits, class_names=names, **labels), None
+    labels = {f"y_{part}": predict(getattr(splits, f"x_{part}")) for part in mapped}
+    return replace(splits, class_names=names, **labels), PREDICTED_TARGETS
 
 
 def skipped_check(

@@ -218,6 +218,18 @@ def corrupt_file_error(
     return error(f"{path} is truncated or corrupt ({reason}): rerun {fix}")
 
 
+def _require_output(
+    path: Path, stage: str | None, error: type[PipelineError] = PipelineError
+) -> str | None:
+    """The stage that writes `path` (`stage`, else found from the path); a missing file
+    raises `error` saying which stage to run."""
+    stage = stage or writer_stage(path)
+    if not path.is_file():
+        run = f"`dvc repro {stage}`" if stage else "the stage that writes it"
+        raise error(f"{path} not found: run {run} first")
+    return stage
+
+
 def read_npz(
     path: str | Path,
     stage: str | None = None,
@@ -230,10 +242,7 @@ def read_npz(
     raises `error` naming the file and the stage that rewrites it (`stage`, else found
     from the path); pickled (object) arrays are refused, they could run code."""
     path = Path(path)
-    stage = stage or writer_stage(path)
-    if not path.is_file():
-        run = f"`dvc repro {stage}`" if stage else "the stage that writes it"
-        raise error(f"{path} not found: run {run} first")
+    stage = _require_output(path, stage, error)
     try:
         with np.load(path, allow_pickle=False) as archive:
             if not isinstance(archive, np.lib.npyio.NpzFile):
@@ -270,10 +279,7 @@ def read_json(path: str | Path, stage: str | None = None) -> Any:
     """A JSON output of another stage; missing or unreadable is one line naming the file
     and the stage that (re)writes it (`stage`, else found from the path), as `read_npz`."""
     path = Path(path)
-    stage = stage or writer_stage(path)
-    if not path.is_file():
-        run = f"`dvc repro {stage}`" if stage else "the stage that writes it"
-        raise PipelineError(f"{path} not found: run {run} first")
+    stage = _require_output(path, stage)
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError) as exc:

@@ -72,7 +72,7 @@ def main() -> None:
     else:
         layer, alpha, suffix = _by_hand(args.layer, args.alpha, cfg.layers)
     splits = Splits.load(paths.DATASET)
-    classifier, _ = load_classifier(paths.CLASSIFIER_MODEL)
+    classifier, model_names = load_classifier(paths.CLASSIFIER_MODEL)
     kind = "vcladec" if args.variational else "cladec"
     name, stage = f"{kind}/{suffix}", f"{kind}@{suffix}"
     extra = {"latent_dim": var.latent_dim, "beta": var.beta} if args.variational else {}
@@ -92,8 +92,9 @@ def main() -> None:
             params,
             splits,
             classifier,
-            lambda: train_cladec(
-                splits,
+            model_names,
+            lambda labelled: train_cladec(
+                labelled,
                 classifier,
                 layer,
                 alpha,

@@ -32,7 +32,7 @@ from pipeline.errors import PipelineError
 from pipeline.figures.alpha_tradeoff import plot_alpha_tradeoff
 from pipeline.figures.common import save_figure
 from pipeline.figures.reconstructions import plot_stored_reconstructions
-from pipeline.io import read_json, read_npz, write_csv, write_text
+from pipeline.io import read_npz, write_csv, write_text
 from pipeline.params import load_params
 from pipeline.skips import MARKER, skipped_together, stored_reason, write_marker
 from pipeline.tracking import StageRun, stage_run
@@ -99,10 +99,6 @@ def main() -> None:
             "and refae stages first (`dvc repro generative_figures` runs them)"
         )
     rows, skipped = cladec_rows()  # every input checked before any work
-    # the classifier's own class names, for its predictions on the decodings (ImageNet's
-    # for a model explained as it is on a folder of other classes)
-    confusion = read_json(paths.CLASSIFIER_CONFUSION, "classifier")
-    model_classes = [str(name) for name in confusion["classes"]]
     samples = {file.stem: read_npz(file) for file in files}
     stored = {slug: z for slug, z in samples.items() if stored_reason(z) is None}
     dataset = str(next(iter(stored.values()))["dataset"]) if stored else params.data.dataset
@@ -111,7 +107,7 @@ def main() -> None:
             (paths.GENERATIVE_FIGURES / f"{slug}.png").unlink(missing_ok=True)
         for slug, arrays in stored.items():
             path = save_figure(
-                plot_stored_reconstructions(arrays, model_classes),
+                plot_stored_reconstructions(arrays),
                 paths.GENERATIVE_FIGURES / f"{slug}.png",
             )
             run.log_artifact(path, "figures")

@@ -31,7 +31,7 @@ def main() -> None:
     elif args.layer not in layers:
         raise ParamsError(f"layer {args.layer!r} is not in cladec.layers {layers}")
     splits = Splits.load(paths.DATASET)
-    classifier, _ = load_classifier(paths.CLASSIFIER_MODEL)
+    classifier, model_names = load_classifier(paths.CLASSIFIER_MODEL)
     name = f"refae/{args.layer}"
     logged = {
         "seed": params.seed,
@@ -49,8 +49,9 @@ def main() -> None:
             params,
             splits,
             classifier,
-            lambda: train_refae(
-                splits,
+            model_names,
+            lambda labelled: train_refae(
+                labelled,
                 classifier,
                 args.layer,
                 params,

@@ -11,7 +11,7 @@ from pipeline.models.export import load_classifier
 from pipeline.params import check_runtime, load_params
 from pipeline.tracking import stage_run
 from stages import paths
-from stages.generative import finish
+from stages.generative import finish, in_model_classes
 from stages.runner import run_stage
 
 
@@ -24,7 +24,7 @@ def main() -> None:
     latent = params.cladec.variational.latent_dim if args.reference else params.vae.latent_dim
     name = "refvae" if args.reference else "vae"
     splits = Splits.load(paths.DATASET)
-    classifier, _ = load_classifier(paths.CLASSIFIER_MODEL)
+    classifier, model_names = load_classifier(paths.CLASSIFIER_MODEL)
     logged = {
         "seed": params.seed,
         "vae": params.vae.model_dump(),
@@ -33,11 +33,13 @@ def main() -> None:
     }
     config = {"kind": name, "latent_dim": latent, "beta": params.vae.beta}
     with stage_run(name, params.tracking.experiment, splits.dataset, logged) as run:
+        # the VAE trains on images alone; its classifier metrics need the model's classes
+        splits, targets = in_model_classes(splits, classifier, model_names)
         trained = train_vae(
             splits, params, latent, paths.model_dir(name) / "checkpoints", run.lightning_logger()
         )
         elbo = vae_test_metrics(trained.module, splits.x_test, trained.decoded_test)
-        finish(run, name, trained, splits, classifier, config, elbo)
+        finish(run, name, trained, splits, classifier, config, elbo, targets)
 
 
 if __name__ == "__main__":

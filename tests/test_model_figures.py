@@ -169,17 +169,26 @@ def test_the_predicted_classes_figure_draws_the_counts_most_predicted_on_top():
     assert "no training epochs" in plot_training_curves([], "m")._suptitle.get_text()
 
 
-def test_predictions_on_decodings_are_named_by_the_models_classes():
-    """An ImageNet model explained as it is on a folder of 3 classes predicts among its
-    own classes: the captions name the true class by the dataset's names and the
-    prediction by the model's (indices beyond the dataset's 3 used to fail)."""
+def test_reconstructions_of_a_model_of_other_classes_say_the_first_class_is_its_own():
+    """An ImageNet model explained as it is on a folder of 3 classes: the stage stores the
+    samples in the model's classes, the "true" class being its prediction on the
+    original (TARGETS_KEY), and the title says so; the captions index 1,000 names."""
     import matplotlib.text
 
+    from pipeline.chance import PREDICTED_TARGETS, TARGETS_KEY
+
     stored = stored_reconstructions("vae", {"kind": "vae", "latent_dim": 4, "beta": 1.0})
-    stored["predicted"] = np.array([0, 999, 2, 1])
-    model_classes = [f"imagenet {i}" for i in range(1000)]
-    figure = plot_stored_reconstructions(stored, model_classes)
+    stored.update(
+        labels=np.array([0, 999, 2, 1]),
+        predicted=np.array([0, 999, 3, 1]),
+        class_names=np.array([f"imagenet {i}" for i in range(1000)]),
+    )
+    plain = plot_stored_reconstructions(stored)
+    assert plain._suptitle.get_text().endswith("(caption: true → classifier on decoded)")
+    stored[TARGETS_KEY] = np.array(PREDICTED_TARGETS)
+    figure = plot_stored_reconstructions(stored)
     texts = {t.get_text() for t in figure.findobj(matplotlib.text.Text)}
-    assert {"a→imagenet 0", "b→imagenet 999", "c→imagenet 2", "a→imagenet 1"} <= texts
-    with pytest.raises(IndexError):  # the dataset's names cannot name class 999
-        plot_stored_reconstructions(stored)
+    assert {"imagenet 0→imagenet 0", "imagenet 999→imagenet 999", "imagenet 2→imagenet 3"} <= texts
+    assert "(caption: classifier on original → classifier on decoded)" in (
+        figure._suptitle.get_text()
+    )

@@ -19,7 +19,12 @@ import torch
 import yaml
 from PIL import Image
 
-from pipeline.chance import labels_in_model_classes, skipped_check
+from pipeline.chance import (
+    PREDICTED_TARGETS,
+    labels_in_model_classes,
+    skipped_check,
+    splits_in_model_classes,
+)
 from pipeline.data import UNLABELLED, Splits, load_image_folder
 from pipeline.errors import DataError
 from pipeline.explain.parts import grand_tour as tour_module
@@ -153,6 +158,54 @@ def test_select_skips_the_check_and_explains_the_predictions_when_classes_differ
     stored = np.load(tmp_path / "explanations/attributions/saliency.npz")
     assert stored["predicted"].shape == (2, 1, 16, 16) and not np.any(stored["predicted"])
     assert len(stored["true_rows"]) == 0  # the targets are the predictions: no second map
+
+
+def test_splits_take_the_model_s_classes_by_name_or_its_predictions() -> None:
+    images = np.zeros((6, 1, 4, 4), dtype=np.uint8)
+    images[:, 0, 0, 0] = np.arange(6)
+    labels = np.array([0, 1, 1, 0, 1, 0])
+    data = Splits(
+        images[:2], labels[:2], images[2:4], labels[2:4], images[4:], labels[4:],
+        ("Golden_Retriever", "goldfish"), "imagefolder",
+    )  # fmt: skip
+    seen = []
+
+    def predict(x: np.ndarray) -> np.ndarray:  # "class" = first pixel + 10
+        seen.append(len(x))
+        return x[:, 0, 0, 0].astype(np.int64) + 10
+
+    same, why = splits_in_model_classes(data, list(data.class_names), predict)
+    assert same is data and why is None
+    imagenet_like = ["tench", "goldfish", "golden retriever"]
+    named, why = splits_in_model_classes(data, imagenet_like, predict)
+    assert why is None and named.class_names == tuple(imagenet_like)
+    assert named.y_train.tolist() == [2, 1] and named.y_test.tolist() == [1, 2]
+    assert seen == []  # matched by name: nothing predicted
+    other = ["tench"] + [f"c{k}" for k in range(1, 20)]
+    predicted, why = splits_in_model_classes(data, other, predict)
+    assert why == PREDICTED_TARGETS and predicted.class_names == tuple(other)
+    assert predicted.y_train.tolist() == [10, 11] and predicted.y_val.tolist() == [12, 13]
+    assert predicted.y_test.tolist() == [14, 15] and seen == [2, 2, 2]
+
+
+def test_the_vae_s_classifier_metrics_compare_with_the_model_s_own_predictions(tmp_path) -> None:
+    """A model of other classes answering class 1 for every image: on decodings it still
+    answers 1, so against its own predictions the accuracy is 1 and the cross-entropy
+    log(1 + 2 e^-5) by construction (against the folder's labels 0, 1, 2 it was 1/3)."""
+    _workspace(tmp_path, ("cat", "dog", "bird"), MODEL_NAMES)
+    params = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    params["vae"].update(epochs=1, batch_size=16)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    result = _run_select(tmp_path, "stages.vae")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "classifier targets: " + PREDICTED_TARGETS in result.stderr
+    metrics = json.loads((tmp_path / "metrics/generative/vae.json").read_text())
+    assert metrics["classifier_targets"] == PREDICTED_TARGETS
+    assert metrics["classifier_accuracy"] == 1.0
+    assert metrics["classifier_ce"] == pytest.approx(np.log1p(2 * np.exp(-5)), rel=1e-5)
+    samples = np.load(tmp_path / "explanations/generative/vae.npz")
+    assert list(samples["class_names"]) == list(MODEL_NAMES)
+    assert set(samples["labels"]) == set(samples["predicted"]) == {1}
 
 
 def test_a_classifier_trained_on_a_folder_without_labels_is_refused(tmp_path) -> None:

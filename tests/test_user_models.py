@@ -175,6 +175,33 @@ def test_methods_that_hook_relu_modules_refuse_a_torchscript_model(tiny, name):
     assert np.abs(cls().attribute(eager, x, targets, cls.Params()).maps).max() > 0
 
 
+def test_the_flag_alone_makes_a_new_hook_based_method_refuse_torchscript(tiny):
+    """A method that declares hooks_nonlinearities needs no call of its own: its
+    `attribute` is guarded wherever it is called from; one without the flag is not."""
+    from pipeline.explain.base import AttributionMethod, Attributions
+
+    class Plain(AttributionMethod):
+        name = "plain"
+        signed = True
+
+        def attribute(self, model, images, targets, p):
+            return Attributions(np.ones(tuple(images.shape), np.float32))
+
+    class Hooked(Plain):
+        name = "hooked"
+        hooks_nonlinearities = True
+
+        def attribute(self, model, images, targets, p):
+            return Attributions(np.full(tuple(images.shape), 2.0, np.float32))
+
+    eager, user = tiny
+    x, targets = torch.rand(2, 1, 12, 12), torch.tensor([0, 1])
+    with pytest.raises(PipelineError, match=r"hooked changes the backward pass.*TorchScript"):
+        Hooked().attribute(user, x, targets, None)
+    assert Hooked().attribute(eager, x, targets, None).maps.max() == 2.0
+    assert Plain().attribute(user, x, targets, None).maps.max() == 1.0
+
+
 def test_a_copy_of_a_script_model_has_leaf_weights(tiny):
     """torch's ScriptModule deepcopy clones weights with their history; ours are leaves,
     so freezing a copy (inference_copy) works."""

@@ -20,6 +20,7 @@ read the classes without loading torch.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -118,8 +119,27 @@ class AttributionMethod(Explanation):
     # needs a sample of training images; its params then have a `background` count
     needs_background: ClassVar[bool] = False
     # replaces the backward pass of the model's nn.ReLU (and other non-linearity) modules
-    # through hooks, which a TorchScript graph's compiled calls never reach
+    # through hooks, which a TorchScript graph's compiled calls never reach: the flag
+    # alone makes `attribute` refuse a model with a TorchScript part (__init_subclass__)
     hooks_nonlinearities: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """A method that sets `hooks_nonlinearities` gets its `attribute` guarded by
+        refuse_compiled_graph, wherever it is called from (stage, evaluation, explorer,
+        across-epochs part): the flag is the only thing such a method declares."""
+        super().__init_subclass__(**kwargs)
+        own = cls.__dict__.get("attribute")
+        if not cls.hooks_nonlinearities or own is None:
+            return
+
+        @functools.wraps(own)
+        def guarded(
+            self: AttributionMethod, model: nn.Module, images: Tensor, targets: Tensor, p: Any
+        ) -> Attributions:
+            refuse_compiled_graph(model, self.name)
+            return own(self, model, images, targets, p)
+
+        cls.attribute = guarded  # type: ignore[method-assign]
 
     def __init__(self, seed: int = 0, background: Tensor | None = None) -> None:
         self.seed = seed

@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
+from pipeline.chance import TARGETS_KEY
 from pipeline.figures.common import to_display
 
 
@@ -60,23 +61,22 @@ def reconstruction_title(config: Mapping[str, Any]) -> str:
     return title
 
 
-def plot_stored_reconstructions(
-    stored: Mapping[str, np.ndarray], model_classes: Sequence[str] | None = None
-) -> Figure:
+def plot_stored_reconstructions(stored: Mapping[str, np.ndarray]) -> Figure:
     """One model's stored sample: originals above decodings, each captioned with the true
-    class and the frozen classifier's prediction on the decoding, named by
-    `model_classes` (the classifier's own, e.g. ImageNet's for a model explained as it is
-    on a folder of other classes; default: the dataset's)."""
+    class and the frozen classifier's prediction on the decoding, both named by the
+    classifier's classes (the stage stores them so). With TARGETS_KEY stored, the "true"
+    class is the classifier's prediction on the original (the data's classes are not its
+    own), and the title says so."""
     names = [str(n) for n in stored["class_names"]]
-    predicted_names = list(model_classes) if model_classes is not None else names
     captions = [
-        f"{names[int(t)]}→{predicted_names[int(p)]}"
+        f"{names[int(t)]}→{names[int(p)]}"
         for t, p in zip(stored["labels"], stored["predicted"], strict=True)
     ]
     config = json.loads(str(stored["config"]))
+    first = "classifier on original" if TARGETS_KEY in stored else "true"
     return plot_reconstructions(
         stored["originals"],
         [(str(stored["name"]), stored["decoded"])],
         captions,
-        f"{reconstruction_title(config)} (caption: true → classifier on decoded)",
+        f"{reconstruction_title(config)} (caption: {first} → classifier on decoded)",
     )

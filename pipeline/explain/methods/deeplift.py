@@ -30,7 +30,6 @@ from pipeline.explain.base import (
     AttributionMethod,
     Attributions,
     BatchedParams,
-    refuse_compiled_graph,
 )
 
 if TYPE_CHECKING:
@@ -85,7 +84,6 @@ class DeepLift(AttributionMethod):
 
         if len(images) == 0:
             return Attributions(np.zeros(tuple(images.shape), np.float32))
-        refuse_compiled_graph(model, self.name)
         net = copy.deepcopy(model).eval()
         for module in net.modules():
             if isinstance(module, nn.ReLU):

@@ -10,7 +10,6 @@ from pipeline.explain.base import (
     Attributions,
     BatchedParams,
     gradients_in_batches,
-    refuse_compiled_graph,
 )
 
 if TYPE_CHECKING:
@@ -33,8 +32,6 @@ class GuidedBackprop(AttributionMethod):
         self, model: nn.Module, images: Tensor, targets: Tensor, p: GuidedBackpropParams
     ) -> Attributions:  # type: ignore[override]
         from captum.attr import GuidedBackprop as CaptumGuidedBackprop
-
-        refuse_compiled_graph(model, self.name)
 
         method = CaptumGuidedBackprop(model)
         return Attributions(
