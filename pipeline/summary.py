@@ -66,14 +66,18 @@ def summarize(
     ice: Mapping[str, Any] | None,
     decodings: Mapping[str, Any] | None,
 ) -> dict[str, Any]:
-    """The summary from the contents of metrics/classifier.json, metrics/evaluate.json,
+    """The summary from the contents of metrics/classifier.json (no `test_accuracy` when
+    it has none, its note instead), metrics/evaluate.json,
     the ClaDec and RefAE rows of metrics/generative/, and (when those parts ran)
     metrics/explain/ice.json and metrics/explain/cladec_decodings.json (left out when
     skipped: pipeline/skips.py; `cladec_table.decoder_rows` leaves out skipped decoders)."""
-    accuracy = float(classifier["test"]["accuracy"])
+    test = classifier["test"]
+    # none for a model explained as it is on data of other classes: its note says why
+    accuracy = float(test["accuracy"]) if "accuracy" in test else None
     methods = evaluate["methods"]
     summary: dict[str, Any] = {
-        "test_accuracy": _round(accuracy),
+        **({"test_accuracy": _round(accuracy)} if accuracy is not None else {}),
+        **({"test_note": test["note"]} if accuracy is None and "note" in test else {}),
         "methods": {name: method_summary(row) for name, row in methods.items()},
         "sanity_flagged": sum(
             bool(row.get("sanity_flagged")) for n, row in methods.items() if n != RANDOM_BASELINE

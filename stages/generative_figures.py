@@ -61,11 +61,16 @@ def cladec_rows() -> tuple[list[dict], dict[str, str]]:
 
 def classifier_accuracy() -> float | None:
     """The classifier's test accuracy on the original images; None (with a warning) when
-    metrics/classifier.json is absent: the accuracy property is then not checked."""
+    metrics/classifier.json is absent or holds none (a model explained as it is on data
+    of other classes): the accuracy property is then not checked."""
     if not paths.CLASSIFIER_METRICS.is_file():
         log.warning("%s is absent: accuracy property not checked", paths.CLASSIFIER_METRICS)
         return None
-    return float(json.loads(paths.CLASSIFIER_METRICS.read_text())["test"]["accuracy"])
+    test = json.loads(paths.CLASSIFIER_METRICS.read_text())["test"]
+    if "accuracy" not in test:
+        log.warning("no test accuracy (%s): accuracy property not checked", test.get("note"))
+        return None
+    return float(test["accuracy"])
 
 
 def write_cladec_table(rows: list[dict], skipped: dict[str, str], run: StageRun) -> list[Property]:

@@ -292,3 +292,11 @@ def test_the_stage_stops_with_one_line_without_the_summary(stage_workspace):
 def test_every_pattern_the_stage_reads_is_one_a_section_shows():
     assert "figures/gallery/*.png" in image_patterns()
     assert all(p.startswith("figures/") for p in image_patterns())
+
+
+def test_the_summary_names_why_there_is_no_test_accuracy() -> None:
+    note = "the dataset's classes are not among the model's: no accuracy"
+    without = {k: v for k, v in SUMMARY.items() if k != "test_accuracy"}
+    page = build_report(inputs(summary={**without, "test_note": note}))
+    assert f"<td>test accuracy</td><td>{note}</td>" in page
+    assert "<td>test accuracy</td><td>0.9</td>" in build_report(inputs())

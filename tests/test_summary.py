@@ -84,3 +84,18 @@ def test_summary_without_optional_parts_and_with_a_failing_property() -> None:
     assert "ice" not in summary and "latent_grid" not in summary
     assert summary["cladec"]["properties"] > summary["cladec"]["properties_hold"]
     assert summary["sanity_flagged"] == 0
+
+
+def test_a_model_without_test_accuracy_gets_its_note_instead() -> None:
+    """A model explained as it is on a folder of other classes has no accuracy (the
+    resnet50 photo run's summary stage failed with KeyError: 'accuracy')."""
+    note = "the dataset's classes are not among the model's: no accuracy"
+    classifier = {"test": {"note": note, "most_predicted": {"photocopier": 16}}}
+    rows = [_cladec("conv", 0.0, 2.0, 0.9), _cladec("conv", 0.5, 4.0, 0.9)]
+    summary = summarize(classifier, {"methods": {"gradcam": _row(0.2, 0.1)}}, rows, None, None)
+    assert "test_accuracy" not in summary and summary["test_note"] == note
+    assert summary["methods"]["gradcam"]["deletion_auc"] == 0.2
+    checked = summarize({"test": {"accuracy": 0.98}}, {"methods": {}}, rows, None, None)
+    assert "test_note" not in checked
+    # the accuracy property is not checked without an accuracy: one property fewer
+    assert summary["cladec"]["properties"] == checked["cladec"]["properties"] - 1

@@ -177,7 +177,7 @@ def summary(inputs: ReportInputs) -> str:
     facts = [
         ("dataset", run.dataset),
         ("architecture", run.arch),
-        ("test accuracy", numbers.get("test_accuracy")),
+        ("test accuracy", numbers.get("test_accuracy", numbers.get("test_note"))),
         ("commit", run.commit + (" (uncommitted changes)" if run.dirty else "")),
         ("methods flagged by the sanity check", f"{flagged} of {len(checked)}"),
     ]
