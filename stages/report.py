@@ -11,6 +11,7 @@ from typing import Any
 from pipeline.io import read_json, read_npz, write_text
 from pipeline.params import Params, load_params
 from pipeline.report.content import (
+    INSTANCEFLOW,
     SECTIONS,
     ReportInputs,
     RunInfo,
@@ -44,13 +45,13 @@ def read_stored(part: str, name: str) -> dict[str, Any] | None:
 
 
 def read_skipped() -> dict[str, str]:
-    """{part: reason} for every section's part that was skipped (the marker its figure
-    folder holds)."""
+    """{part: reason} for every section's part, and InstanceFlow (inside the classifier
+    section), that was skipped (the marker its figure folder holds)."""
     found = {}
-    for section in SECTIONS:
-        reason = read_marker(paths.part_figures(section.part)) if section.part else None
+    for part in [s.part for s in SECTIONS if s.part] + [INSTANCEFLOW]:
+        reason = read_marker(paths.part_figures(part))
         if reason is not None:
-            found[section.part] = reason
+            found[part] = reason
     return found
 
 
@@ -66,7 +67,7 @@ def main() -> None:
         tables={t.name: t.read_text() for t in TABLES if t.is_file()},
         gallery=gallery,
         tour=read_stored("grand_tour", "tour"),
-        flow=read_stored("instanceflow", "flow"),
+        flow=read_stored(INSTANCEFLOW, "flow"),
         skipped=read_skipped(),
     )
     with stage_run("report", params.tracking.experiment, params.data.dataset, {}) as run:

@@ -299,3 +299,26 @@ def test_the_report_shows_a_skipped_part_s_reason_instead_of_a_stage_to_run() ->
     other = re.search(r'<section id="ice">(.*?)</section>', page, re.S).group(1)
     assert "run <code>dvc repro inside_figures</code> first" in other
     assert {s.part for s in SECTIONS if s.part} >= {"activation_max", "grand_tour", "across_epochs"}
+
+
+def test_the_report_says_why_instanceflow_is_missing_for_a_model_as_is(
+    tmp_path, monkeypatch
+) -> None:
+    """InstanceFlow sits inside the classifier section, which has no part of its own:
+    its skip reason was read by no one and the section just lacked the Sankey."""
+    from stages import paths
+    from stages.report import read_skipped
+
+    monkeypatch.chdir(tmp_path)
+    write_marker(paths.part_figures("instanceflow"), "one epoch: nothing flows")
+    write_marker(paths.part_figures("vae_walks"), "labels are not the model's")
+    assert read_skipped() == {
+        "instanceflow": "one epoch: nothing flows",
+        "vae_walks": "labels are not the model's",
+    }
+    run = RunInfo(dataset="imagefolder", arch="resnet50", commit="abc")
+    defaults = Params().model_dump()
+    page = build_report(ReportInputs(run, {}, defaults, defaults, skipped=read_skipped()))
+    body = re.search(r'<section id="classifier">(.*?)</section>', page, re.S).group(1)
+    assert "InstanceFlow skipped: one epoch: nothing flows" in body
+    assert 'id="instanceflow-sankey"' not in body

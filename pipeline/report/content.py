@@ -98,8 +98,14 @@ def markdown_table(name: str) -> Part:
     return part
 
 
+INSTANCEFLOW = "instanceflow"  # a part shown inside the classifier section
+
+
 def instanceflow(inputs: ReportInputs) -> str:
-    """The interactive InstanceFlow Sankey, when its arrays are there."""
+    """The interactive InstanceFlow Sankey, when its arrays are there; the reason, when
+    the part was skipped (a model explained as it is has no epochs to follow)."""
+    if INSTANCEFLOW in inputs.skipped:
+        return h.missing(f"InstanceFlow skipped: {inputs.skipped[INSTANCEFLOW]}")
     if inputs.flow is None:
         return ""
     return f'<div class="plot">{instanceflow_div(inputs.flow)}</div>'
