@@ -391,7 +391,7 @@ def test_ice_class_figures_draw_at_most_20_of_1000_classes_those_with_images(
     """The resnet50 run's ICE figure over ImageNet's 1,000 classes was sized per class and
     Agg could not allocate it (killed at 24 GB); now only classes with images are drawn,
     at most 20: those the concepts move most."""
-    from pipeline.figures.ice import MAX_CLASSES_DRAWN, drawn_classes
+    from pipeline.figures.ice import MAX_CLASSES_DRAWN, classes_note, drawn_classes
 
     p = part_class("ice").Params(**SMALL["ice"])
     computed = part_class("ice")().compute(TinyInputs(tiny_splits, {}), p)
@@ -416,7 +416,14 @@ def test_ice_class_figures_draw_at_most_20_of_1000_classes_those_with_images(
     heat = drawn["classes.png"].axes[1]
     assert [t.get_text() for t in heat.get_yticklabels()] == names[expected].tolist()
     assert drawn["classes.png"].get_size_inches()[1] < 12
-    assert "20 of the model's 1000 classes" in drawn["classes.png"]._suptitle.get_text()
+    assert (
+        "20 of the model's 1000 classes: those with images here, the 20 of 30 the concepts "
+        "move most" in drawn["classes.png"]._suptitle.get_text()
+    )
+    exactly = np.full((1000, n), np.nan)
+    exactly[with_images[:20]] = 0.5  # 20 classes with images: all drawn, none chosen
+    assert classes_note(exactly, 20) == "20 of the model's 1000 classes: those with images here"
+    assert classes_note(presence[:10], 10) is None
     reference = drawn["fidelity.png"].axes[2]
     per_class_lines = [line.get_label() for line in reference.lines]
     assert per_class_lines[:MAX_CLASSES_DRAWN] == names[expected].tolist()

@@ -79,13 +79,15 @@ def drawn_classes(presence: np.ndarray, weights: np.ndarray) -> np.ndarray:
     return np.sort(keep)
 
 
-def classes_note(shown: int, total: int) -> str | None:
-    """A title line when the per-class figures leave classes out, None when they do not."""
+def classes_note(presence: np.ndarray, shown: int) -> str | None:
+    """A title line when the per-class figures draw `shown` of presence's classes (K×n),
+    None when they draw them all."""
+    total = len(presence)
     if shown == total:
         return None
-    return f"{shown} of the model's {total} classes: those with images here" + (
-        f", the {MAX_CLASSES_DRAWN} the concepts move most" if shown == MAX_CLASSES_DRAWN else ""
-    )
+    with_images = int((~np.isnan(presence).all(axis=1)).sum())
+    most = f", the {shown} of {with_images} the concepts move most" if with_images > shown else ""
+    return f"{shown} of the model's {total} classes: those with images here{most}"
 
 
 def _title(fig: Figure, title: str, note: str | None) -> None:

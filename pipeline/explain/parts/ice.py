@@ -595,7 +595,7 @@ class Ice(InsidePart):
             float(z["accuracy_original"]),
             predicted,
         )
-        some = classes_note(len(chosen), len(z["class_names"]))
+        some = classes_note(z["presence"], len(chosen))
         with_classes = kept if some is None else f"{kept}\n{some}"
         per_class = table[PER_CLASS][:, chosen] if len(table[PER_CLASS]) else table[PER_CLASS]
         return {
