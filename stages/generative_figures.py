@@ -17,7 +17,6 @@ One process for both: starting a stage costs more than either drawing."""
 
 from __future__ import annotations
 
-import json
 import logging
 
 from pipeline.cladec_table import (
@@ -32,7 +31,7 @@ from pipeline.errors import PipelineError
 from pipeline.figures.alpha_tradeoff import plot_alpha_tradeoff
 from pipeline.figures.common import save_figure
 from pipeline.figures.reconstructions import plot_stored_reconstructions
-from pipeline.io import read_npz, write_csv, write_text
+from pipeline.io import read_json, read_npz, write_csv, write_text
 from pipeline.params import load_params
 from pipeline.skips import MARKER, skipped_together, stored_reason, write_marker
 from pipeline.tracking import StageRun, stage_run
@@ -46,7 +45,7 @@ def cladec_rows() -> tuple[list[dict], dict[str, str]]:
     """Every ClaDec decoder's and RefAE's metrics, by layer, RefAE last, by alpha; and
     {stage: reason} of every generative stage that was skipped (pipeline/skips.py)."""
     records = {
-        file.stem.replace("_", "@", 1): json.loads(file.read_text())
+        paths.slug_stage(file.stem): read_json(file, paths.slug_stage(file.stem))
         for file in sorted(paths.GENERATIVE_METRICS.glob("*.json"))
     }
     rows, skipped = decoder_rows(records)
@@ -66,7 +65,7 @@ def classifier_accuracy() -> float | None:
     if not paths.CLASSIFIER_METRICS.is_file():
         log.warning("%s is absent: accuracy property not checked", paths.CLASSIFIER_METRICS)
         return None
-    test = json.loads(paths.CLASSIFIER_METRICS.read_text())["test"]
+    test = read_json(paths.CLASSIFIER_METRICS, "classifier")["test"]
     if "accuracy" not in test:
         log.warning("no test accuracy (%s): accuracy property not checked", test.get("note"))
         return None

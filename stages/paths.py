@@ -40,6 +40,12 @@ def model_slug(name: str) -> str:
     return name.replace("/", "_")
 
 
+def slug_stage(slug: str) -> str:
+    """'cladec_dense-0.5' -> 'cladec@dense-0.5': the stage that writes a generative
+    model's files (model_slug's file name)."""
+    return slug.replace("_", "@", 1)
+
+
 SELECTION = Path("explanations/selection.npz")
 SELECTION_METRICS = Path("metrics/select.json")
 # the near-chance check's record (select stage); its content depends only on the

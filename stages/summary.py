@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ def main() -> None:
     evaluate = _read(paths.EVALUATE_METRICS, "evaluate")
     rows, _ = decoder_rows(  # the decoders whose stages were skipped are left out
         {
-            file.stem: json.loads(file.read_text())
+            file.stem: read_json(file, paths.slug_stage(file.stem))
             for file in sorted(paths.GENERATIVE_METRICS.glob("*.json"))
         }
     )

@@ -192,3 +192,17 @@ def test_reconstructions_of_a_model_of_other_classes_say_the_first_class_is_its_
     assert "(caption: classifier on original → classifier on decoded)" in (
         figure._suptitle.get_text()
     )
+
+
+def test_a_corrupt_decoder_metrics_file_names_the_stage_to_rerun(tmp_path, monkeypatch):
+    """generative_figures reads each metrics file through io.read_json: one line saying
+    which stage rewrites it, not a JSON traceback."""
+    from pipeline.errors import PipelineError
+    from stages import paths
+    from stages.generative_figures import cladec_rows
+
+    monkeypatch.chdir(tmp_path)
+    paths.GENERATIVE_METRICS.mkdir(parents=True)
+    (paths.GENERATIVE_METRICS / "cladec_dense-0.5.json").write_text('{"kind": "cla')
+    with pytest.raises(PipelineError, match=r"corrupt .*dvc repro -f cladec@dense-0\.5"):
+        cladec_rows()
